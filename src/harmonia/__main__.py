@@ -1,0 +1,3 @@
+from harmonia.cli.main import main
+
+main()

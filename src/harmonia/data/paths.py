@@ -1,0 +1,32 @@
+"""Where data files live: the shipped resources, and paths written in config files.
+
+A config path is resolved in one of three ways, so a config file can be moved together with its
+data and still point at the data shipped inside the package:
+
+- ``pkg:SUB/PATH`` -> ``harmonia/resources/SUB/PATH`` (e.g. ``pkg:data/tofu/full.json``);
+- an absolute path or one starting with ``~`` -> itself;
+- any other relative path -> relative to the config file's folder (``base_dir``), or to the
+  current directory when the config did not come from a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PKG_PREFIX = "pkg:"
+
+
+def resources_dir() -> Path:
+    """The ``harmonia/resources`` folder of the installed package."""
+    return Path(__file__).resolve().parent.parent / "resources"
+
+
+def resolve_path(spec: str | Path, base_dir: str | Path | None = None) -> Path:
+    """Turn a config path (see module docstring) into a filesystem path."""
+    text = str(spec)
+    if text.startswith(PKG_PREFIX):
+        return resources_dir() / text[len(PKG_PREFIX):].lstrip("/")
+    path = Path(text).expanduser()
+    if path.is_absolute():
+        return path
+    return (Path(base_dir) if base_dir is not None else Path.cwd()) / path

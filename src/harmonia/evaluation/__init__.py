@@ -1,0 +1,2 @@
+"""Evaluation harness: pure metric functions (``harmonia.evaluation.metrics``) and the code that
+runs models to feed them (generation, log-likelihoods)."""

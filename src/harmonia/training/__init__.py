@@ -1,0 +1,1 @@
+"""The training engine every method trains through (accelerate-based)."""

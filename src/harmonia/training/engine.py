@@ -1,0 +1,275 @@
+"""The training engine: one loop on accelerate for fine-tuning and every unlearning method.
+
+The method only encodes records and returns loss terms (sums over units). The engine
+
+- draws each step's global batch from a schedule that does not depend on the process count,
+- splits it into micro-batches, gives each process its share, and accumulates gradients,
+- divides every term by the count of its units in the whole global batch (not the micro-batch),
+  so the loss is the same however the batch is split, padded or distributed,
+- stops on a NaN/inf term naming the step and the term, keeping the last good checkpoint,
+- checkpoints model, optimiser, scheduler, RNG states and the step; ``resume`` continues there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harmonia.config import TrainConfig
+from harmonia.data.schema import QARecord
+from harmonia.errors import ConfigError, NonFiniteLossError
+from harmonia.io import atomic_path
+from harmonia.methods.base import Example, Method, MethodContext, Term
+from harmonia.progress import progress_bar
+from harmonia.training.batching import BatchSchedule, collate
+from harmonia.training.trainable import apply_trainable, trainable_parameter_count
+
+CHECKPOINT_PREFIX = "step-"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    model_dir: Path | None = None
+    seconds: float = 0.0
+
+
+def num_steps(cfg: TrainConfig, schedule: BatchSchedule) -> int:
+    if cfg.steps is not None:
+        return cfg.steps
+    assert cfg.epochs is not None
+    return max(1, math.ceil(cfg.epochs * schedule.steps_per_epoch()))
+
+
+def proportional_mix(records: list[QARecord], roles: tuple[str, ...]) -> dict[str, float]:
+    """Weights proportional to each role's record count: uniform sampling over the records."""
+    counts = {r: sum(rec.role == r for rec in records) for r in roles}
+    return {r: float(n) for r, n in counts.items() if n}
+
+
+def split_micro_batches(indices: list[int], micro_batch_size: int) -> list[list[int]]:
+    return [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
+    from transformers import get_scheduler
+
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = [p for p in (run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*") if (p / "state.json").is_file()]
+    return max(ckpts, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
+
+
+class Engine:
+    """Trains ``model`` with ``method`` on ``records``; writes everything under ``run_dir``."""
+
+    def __init__(self, cfg: TrainConfig, method_cls: type[Method], method_params: Any, model: Any,
+                 tokenizer: Any, run_dir: str | Path, *, context_extras: dict[str, Any] | None = None) -> None:
+        from accelerate import Accelerator
+
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.tokenizer = tokenizer
+        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+        torch.manual_seed(cfg.seed)
+        model = apply_trainable(model, cfg)
+        self._frozen_reference = None
+        if method_cls.needs_reference and cfg.lora is None:
+            self._frozen_reference = copy.deepcopy(model).eval().requires_grad_(False)
+        self.model = model
+        ctx = MethodContext(tokenizer=tokenizer, max_length=cfg.max_length,
+                            reference=self._reference if method_cls.needs_reference else None,
+                            extras=dict(context_extras or {}))
+        self.method = method_cls(method_params, ctx)
+        self.method.configure_trainable(self.model)
+
+    # -- reference model -------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reference(self) -> Iterator[Any]:
+        if self._frozen_reference is not None:
+            yield self._frozen_reference
+            return
+        model = self.accelerator.unwrap_model(self.model)
+        with model.disable_adapter():
+            yield model
+
+    # -- main loop ---------------------------------------------------------------------------
+    def train(self, records: list[QARecord], *, resume: bool = False) -> TrainResult:
+        cfg, acc = self.cfg, self.accelerator
+        started = time.perf_counter()
+        records = self.method.prepare(records)
+        mix = cfg.mix or self.method.default_mix or proportional_mix(records, self.method.roles)
+        unknown = set(mix) - set(self.method.roles)
+        if unknown:
+            raise ConfigError(f"train.mix: method '{self.method.name}' does not train on roles {sorted(unknown)}")
+        schedule = BatchSchedule(records, mix, cfg.batch_size, cfg.seed)
+        total = num_steps(cfg, schedule)
+        batches = schedule.batches(total)
+        examples: list[Example | None] = [None] * len(records)
+
+        optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
+                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = make_scheduler(optimizer, cfg, total)
+        self.model, optimizer, scheduler = acc.prepare(self.model, optimizer, scheduler)
+        if self._frozen_reference is not None:
+            self._frozen_reference.to(acc.device)
+
+        start_step, history = 0, []
+        if resume:
+            ckpt = latest_checkpoint(self.run_dir)
+            if ckpt is not None:
+                acc.load_state(str(ckpt))
+                state = json.loads((ckpt / "state.json").read_text())
+                start_step, history = state["step"], state["history"]
+        writer = self._tensorboard()
+        trainable, n_params = trainable_parameter_count(self.model)
+        self._log_line({"event": "start", "steps": total, "start_step": start_step, "trainable": trainable,
+                        "parameters": n_params, "processes": acc.num_processes, "method": self.method.name})
+
+        self.model.train()
+        extra = "{task.fields[losses]} {task.fields[speed]}"
+        with progress_bar(f"{self.method.name}", total=total, enabled=cfg.progress and acc.is_main_process,
+                          extra=extra) as advance:
+            advance(start_step)
+            for step in range(start_step, total):
+                t0 = time.perf_counter()
+                record = self._step(step, batches[step], records, examples, optimizer, scheduler)
+                record["seconds"] = time.perf_counter() - t0
+                history.append(record)
+                if writer is not None:
+                    for key, value in record.items():
+                        writer.add_scalar(f"train/{key}", value, step + 1)
+                if (step + 1) % cfg.log_every == 0 or step + 1 == total:
+                    self._log_line({"step": step + 1, **record})
+                shown = " ".join(f"{k}={v:.4g}" for k, v in record.items() if k.startswith("loss"))
+                advance(1, losses=shown, speed=f"{record['tokens'] / record['seconds']:.0f} tok/s")
+                if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < total:
+                    self._save_checkpoint(step + 1, history)
+        if writer is not None:
+            writer.close()
+        result = TrainResult(run_dir=self.run_dir, steps=total, history=history,
+                             seconds=time.perf_counter() - started)
+        result.model_dir = self._save_final()
+        return result
+
+    def _step(self, step: int, batch_idx: list[int], records: list[QARecord], examples: list[Example | None],
+              optimizer: Any, scheduler: Any) -> dict[str, float]:
+        cfg, acc = self.cfg, self.accelerator
+        for i in batch_idx:
+            if examples[i] is None:
+                examples[i] = self.method.encode(records[i])
+        global_batch = [examples[i] for i in batch_idx]
+        units = {k: float(v) for k, v in self.method.units(collate(global_batch)).items()}
+        micro = split_micro_batches(list(range(len(global_batch))), cfg.micro_batch_size)
+        if len(micro) % acc.num_processes:
+            raise ConfigError(f"train: {len(micro)} micro-batches per step do not split evenly over "
+                              f"{acc.num_processes} processes; adjust batch_size/micro_batch_size")
+        mine = micro[acc.process_index::acc.num_processes]
+        sums: dict[str, torch.Tensor] = {}
+        weights: dict[str, tuple[float, str]] = {}
+        for j, part in enumerate(mine):
+            batch = {k: v.to(acc.device) for k, v in collate([global_batch[i] for i in part]).items()}
+            sync = j == len(mine) - 1
+            with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
+                terms = self.method.loss(self.model, batch)
+                loss = self._normalised(terms, units) * acc.num_processes
+            self._check_finite(step, terms, units)
+            acc.backward(loss)
+            for name, term in terms.items():
+                sums[name] = sums.get(name, 0) + term.total.detach().float()
+                weights[name] = (term.weight, term.unit)
+        if cfg.max_grad_norm:
+            acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        record: dict[str, float] = {}
+        total_loss = 0.0
+        for name in sorted(sums):
+            value = float(acc.reduce(sums[name], reduction="sum")) / max(units[weights[name][1]], 1.0)
+            record[f"loss/{name}"] = value
+            total_loss += weights[name][0] * value
+        record["loss"] = total_loss
+        record["lr"] = float(scheduler.get_last_lr()[0])
+        record["tokens"] = float(sum(len(ex["input_ids"]) for ex in global_batch))
+        return record
+
+    @staticmethod
+    def _normalised(terms: dict[str, Term], units: dict[str, float]) -> torch.Tensor:
+        loss = torch.zeros(())
+        for name, term in terms.items():
+            if term.unit not in units:
+                raise KeyError(f"loss term '{name}' is normalised by unknown unit '{term.unit}'")
+            count = units[term.unit]
+            if count > 0 and term.weight != 0:
+                loss = loss + term.weight * term.total / count
+        return loss
+
+    def _check_finite(self, step: int, terms: dict[str, Term], units: dict[str, float]) -> None:
+        for name, term in terms.items():
+            value = float(term.total.detach())
+            if not math.isfinite(value):
+                self._log_line({"event": "non_finite", "step": step + 1, "term": name, "value": str(value)})
+                raise NonFiniteLossError(step + 1, name, value)
+
+    # -- outputs -----------------------------------------------------------------------------
+    def _tensorboard(self) -> Any:
+        if not self.accelerator.is_main_process:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def _log_line(self, obj: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / "train_log.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(obj) + "\n")
+
+    def _save_checkpoint(self, step: int, history: list[dict[str, float]]) -> None:
+        acc = self.accelerator
+        dest = self.run_dir / "checkpoints" / f"{CHECKPOINT_PREFIX}{step}"
+        if acc.is_main_process:
+            with atomic_path(dest, directory=True) as tmp:
+                acc.save_state(str(tmp))
+                (tmp / "state.json").write_text(json.dumps({"step": step, "history": history}))
+            old = sorted((self.run_dir / "checkpoints").glob(f"{CHECKPOINT_PREFIX}*"),
+                         key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)))
+            for stale in old[: -self.cfg.keep_checkpoints]:
+                shutil.rmtree(stale, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _save_final(self) -> Path | None:
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if self.cfg.save == "none":
+            return None
+        dest = self.run_dir / "model"
+        model = acc.unwrap_model(self.model)
+        if acc.is_main_process:
+            with atomic_path(dest, directory=True) as tmp:
+                if self.cfg.lora is not None and self.cfg.save == "merged":
+                    merged = copy.deepcopy(model).merge_and_unload()
+                    merged.save_pretrained(tmp, safe_serialization=True)
+                else:
+                    model.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+        acc.wait_for_everyone()
+        return dest
