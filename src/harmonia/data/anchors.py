@@ -20,6 +20,7 @@ is the first of them and ``anchor_similarity`` its similarity.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -49,7 +50,7 @@ def mask_entity(text: str, names: Iterable[str]) -> str:
 
 def _terms(text: str) -> list[str]:
     words = _WORD.findall(text.lower())
-    return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    return words + [f"{a} {b}" for a, b in itertools.pairwise(words)]
 
 
 def tfidf_vectors(texts: Sequence[str]) -> np.ndarray:
@@ -69,7 +70,7 @@ def tfidf_vectors(texts: Sequence[str]) -> np.ndarray:
 def similarity_matrix(queries: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
     """Cosine similarities (queries x candidates) with one idf fitted on both sets."""
     vectors = tfidf_vectors([*queries, *candidates])
-    return vectors[: len(queries)] @ vectors[len(queries):].T
+    return vectors[: len(queries)] @ vectors[len(queries) :].T
 
 
 def _entity(record: QARecord) -> str:
@@ -100,7 +101,7 @@ def pair_anchors(records: Sequence[QARecord], *, method: AnchorMethod = "auto") 
         texts = [mask_entity(records[i].question, names) for i in (*forget, *neighbors)]
     else:
         texts = [records[i].question for i in (*forget, *neighbors)]
-    sims = similarity_matrix(texts[: len(forget)], texts[len(forget):])
+    sims = similarity_matrix(texts[: len(forget)], texts[len(forget) :])
     uses = np.zeros(len(neighbors), dtype=int)
     back: dict[int, list[tuple[float, int]]] = {}
     for fi, row in enumerate(sims):

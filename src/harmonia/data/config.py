@@ -23,7 +23,15 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from harmonia.data.anchors import AnchorMethod
 from harmonia.data.loaders.generic import FileFormat
@@ -60,7 +68,9 @@ class _Source(_Strict):
     @model_validator(mode="after")
     def _has_path(self) -> _Source:
         if self.path is None and self.DEFAULT_PATH is None:
-            raise ValueError(f"loader '{getattr(self, 'loader', '?')}' needs a 'path' (no data shipped for it)")
+            raise ValueError(
+                f"loader '{getattr(self, 'loader', '?')}' needs a 'path' (no data shipped for it)"
+            )
         return self
 
 
@@ -144,6 +154,7 @@ class TextSource(_Source):
     group: str = ""
 
 
+_LOADERS = ("tofu", "muse", "wmdp", "mmlu", "truthfulqa", "generic", "text")
 SourceConfig = Annotated[
     TofuSource | MuseSource | WmdpSource | MmluSource | TruthfulQASource | GenericSource | TextSource,
     Field(discriminator="loader"),
@@ -241,7 +252,9 @@ class DataConfig(_Strict):
         owner: dict[int, str] = {}
         for i, src in enumerate(self.sources):
             if isinstance(src, TofuSource) and src.authors is not None:
-                label = f"{source_label(i, src)} (role {src.role}{', calibration' if src.calibration else ''})"
+                label = (
+                    f"{source_label(i, src)} (role {src.role}{', calibration' if src.calibration else ''})"
+                )
                 for a in src.authors:
                     if a in owner:
                         raise ValueError(f"TOFU author {a} is in both {owner[a]} and {label}")
@@ -293,6 +306,11 @@ def parse_data_config(raw: dict[str, Any], *, origin: str = "data config") -> Da
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            loc = err["loc"]
+            # drop the discriminator tag pydantic inserts after a source's index ("sources.0.tofu.authors")
+            loc = [
+                p for j, p in enumerate(loc) if not (j > 0 and isinstance(loc[j - 1], int) and p in _LOADERS)
+            ]
+            key = ".".join(str(p) for p in loc) or "(top level)"
             lines.append(f"{origin}: key '{key}': {err['msg']}")
         raise ConfigError("\n".join(lines)) from None

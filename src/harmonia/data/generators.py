@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -38,9 +37,19 @@ def chat_completions_url(base_url: str) -> str:
 class OpenAICompatibleGenerator:
     """Chat completions over HTTP. Requests run ``max_workers`` at a time; 429/5xx are retried."""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout: float = 120.0, *,
-                 max_tokens: int = 512, temperature: float = 0.0, system: str | None = None,
-                 max_workers: int = 4, retries: int = 2) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 120.0,
+        *,
+        max_tokens: int = 512,
+        temperature: float = 0.0,
+        system: str | None = None,
+        max_workers: int = 4,
+        retries: int = 2,
+    ) -> None:
         self.url = chat_completions_url(base_url)
         self.model = model
         self.api_key = api_key
@@ -58,10 +67,16 @@ class OpenAICompatibleGenerator:
             return list(pool.map(self._complete, prompts))
 
     def _complete(self, prompt: str) -> str:
-        messages = ([{"role": "system", "content": self.system}] if self.system is not None else [])
+        messages = [{"role": "system", "content": self.system}] if self.system is not None else []
         messages.append({"role": "user", "content": prompt})
-        body = json.dumps({"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
-                           "temperature": self.temperature}).encode()
+        body = json.dumps(
+            {
+                "model": self.model,
+                "messages": messages,
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+            }
+        ).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -74,12 +89,12 @@ class OpenAICompatibleGenerator:
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:500].decode("utf-8", errors="replace")
                 if (exc.code == 429 or exc.code >= 500) and attempt < self.retries:
-                    time.sleep(0.5 * 2 ** attempt)
+                    time.sleep(0.5 * 2**attempt)
                     continue
                 raise HarmoniaError(f"{self.url} answered HTTP {exc.code}: {detail}") from None
-            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 if attempt < self.retries:
-                    time.sleep(0.5 * 2 ** attempt)
+                    time.sleep(0.5 * 2**attempt)
                     continue
                 reason = getattr(exc, "reason", exc)
                 raise HarmoniaError(f"cannot reach {self.url}: {reason}") from None
@@ -96,8 +111,9 @@ class LocalModelGenerator:
     :class:`~harmonia.models.LoadedModel`.
     """
 
-    def __init__(self, model: Any, *, max_new_tokens: int = 512, batch_size: int = 8,
-                 system: str | None = None) -> None:
+    def __init__(
+        self, model: Any, *, max_new_tokens: int = 512, batch_size: int = 8, system: str | None = None
+    ) -> None:
         self._spec = model if isinstance(model, str) else None
         self._loaded = None if isinstance(model, str) else model
         self.max_new_tokens = max_new_tokens
@@ -120,5 +136,11 @@ class LocalModelGenerator:
 
         loaded = self.loaded
         rendered = [render_prompt(loaded.tokenizer, p, system=self.system) for p in prompts]
-        return generate(loaded.model, loaded.tokenizer, rendered, max_new_tokens=self.max_new_tokens,
-                        batch_size=self.batch_size, description="text->QA")
+        return generate(
+            loaded.model,
+            loaded.tokenizer,
+            rendered,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            description="text->QA",
+        )

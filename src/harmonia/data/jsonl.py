@@ -32,8 +32,15 @@ def record_length(record: QARecord, tokenizer: Any = None) -> dict[str, int]:
     return {f: count_tokens(tokenizer, getattr(record, f)) for f in _TEXT_FIELDS}
 
 
-def check_length(record: QARecord, *, max_chars: int | None = None, max_tokens: int | None = None,
-                 tokenizer: Any = None, path: str | Path | None = None, ref: str | None = None) -> None:
+def check_length(
+    record: QARecord,
+    *,
+    max_chars: int | None = None,
+    max_tokens: int | None = None,
+    tokenizer: Any = None,
+    path: str | Path | None = None,
+    ref: str | None = None,
+) -> None:
     """Raise a DataError when the record exceeds ``max_chars`` or ``max_tokens`` (needs ``tokenizer``)."""
     if max_tokens is not None and tokenizer is None:
         raise ValueError("max_tokens needs a tokenizer")
@@ -45,8 +52,12 @@ def check_length(record: QARecord, *, max_chars: int | None = None, max_tokens: 
         if total > limit:
             longest = max(lengths, key=lambda f: lengths[f])
             parts = ", ".join(f"{f} {n}" for f, n in lengths.items())
-            raise DataError(path, f"record is {total} {unit} long ({parts}), over the maximum {limit}",
-                            record=ref or record.id, field=longest)
+            raise DataError(
+                path,
+                f"record is {total} {unit} long ({parts}), over the maximum {limit}",
+                record=ref or record.id,
+                field=longest,
+            )
 
 
 def parse_record(value: Any, *, path: str | Path | None, ref: str, require_answer: bool = True) -> QARecord:
@@ -62,17 +73,27 @@ def parse_record(value: Any, *, path: str | Path | None, ref: str, require_answe
     return record
 
 
-def read_records(path: str | Path, *, max_chars: int | None = None, max_tokens: int | None = None,
-                 tokenizer: Any = None, require_answer: bool = True) -> list[QARecord]:
+def read_records(
+    path: str | Path,
+    *,
+    max_chars: int | None = None,
+    max_tokens: int | None = None,
+    tokenizer: Any = None,
+    require_answer: bool = True,
+) -> list[QARecord]:
     """Read and validate a QARecord JSONL file (see module docstring)."""
     records: list[QARecord] = []
     seen: dict[str, str] = {}
     for ref, value in iter_json_lines(path):
         record = parse_record(value, path=path, ref=ref, require_answer=require_answer)
         if record.id in seen:
-            raise DataError(path, f"duplicate id '{record.id}' (first at {seen[record.id]})", record=ref, field="id")
+            raise DataError(
+                path, f"duplicate id '{record.id}' (first at {seen[record.id]})", record=ref, field="id"
+            )
         seen[record.id] = ref
-        check_length(record, max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer, path=path, ref=ref)
+        check_length(
+            record, max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer, path=path, ref=ref
+        )
         records.append(record)
     return records
 

@@ -25,7 +25,7 @@ def resolve_path(spec: str | Path, base_dir: str | Path | None = None) -> Path:
     """Turn a config path (see module docstring) into a filesystem path."""
     text = str(spec)
     if text.startswith(PKG_PREFIX):
-        return resources_dir() / text[len(PKG_PREFIX):].lstrip("/")
+        return resources_dir() / text[len(PKG_PREFIX) :].lstrip("/")
     path = Path(text).expanduser()
     if path.is_absolute():
         return path

@@ -48,11 +48,13 @@ def split_answer(answer: str, tokenizer: Any, k: int) -> tuple[str, str] | None:
         return None
     prefix = decode_plain(tokenizer, ids[:k])
     if prefix and answer.startswith(prefix):
-        return prefix, answer[len(prefix):]
+        return prefix, answer[len(prefix) :]
     end = _offset_end(tokenizer, answer, k)
     if end is None:
-        raise ValueError(f"decoding the first {k} tokens gives {prefix!r}, not a prefix of the answer, "
-                         "and the tokenizer has no offset mapping")
+        raise ValueError(
+            f"decoding the first {k} tokens gives {prefix!r}, not a prefix of the answer, "
+            "and the tokenizer has no offset mapping"
+        )
     return answer[:end], answer[end:]
 
 
@@ -81,16 +83,30 @@ def gold_prefix_records(records: Sequence[QARecord], tokenizer: Any, ks: Sequenc
             if split is None:
                 continue
             prefix, rest = split
-            out.append(record.model_copy(deep=True, update={
-                "id": f"{record.id}#prefix{k}", "prefill": record.prefill + prefix, "answer": rest,
-                "anchor_id": None, "anchor_similarity": None,
-                "metadata": {**_parent_metadata(record), "kind": "gold_prefix", "k": k, "parent_id": record.id},
-            }))
+            out.append(
+                record.model_copy(
+                    deep=True,
+                    update={
+                        "id": f"{record.id}#prefix{k}",
+                        "prefill": record.prefill + prefix,
+                        "answer": rest,
+                        "anchor_id": None,
+                        "anchor_similarity": None,
+                        "metadata": {
+                            **_parent_metadata(record),
+                            "kind": "gold_prefix",
+                            "k": k,
+                            "parent_id": record.id,
+                        },
+                    },
+                )
+            )
     return out
 
 
-def opener_records(records: Sequence[QARecord], openers: Sequence[str], *, per_record: int = 1,
-                   seed: int = 0) -> list[QARecord]:
+def opener_records(
+    records: Sequence[QARecord], openers: Sequence[str], *, per_record: int = 1, seed: int = 0
+) -> list[QARecord]:
     """For each record, ``per_record`` openers drawn without replacement by a seeded RNG."""
     if not openers:
         raise ValueError("no openers given")
@@ -101,11 +117,24 @@ def opener_records(records: Sequence[QARecord], openers: Sequence[str], *, per_r
         for j in sorted(rng.sample(range(len(openers)), per_record)):
             opener = openers[j]
             answer = record.answer if opener[-1:].isspace() or not record.answer else " " + record.answer
-            out.append(record.model_copy(deep=True, update={
-                "id": f"{record.id}#opener{j}", "prefill": record.prefill + opener, "answer": answer,
-                "anchor_id": None, "anchor_similarity": None,
-                "metadata": {**_parent_metadata(record), "kind": "opener", "opener": j, "parent_id": record.id},
-            }))
+            out.append(
+                record.model_copy(
+                    deep=True,
+                    update={
+                        "id": f"{record.id}#opener{j}",
+                        "prefill": record.prefill + opener,
+                        "answer": answer,
+                        "anchor_id": None,
+                        "anchor_similarity": None,
+                        "metadata": {
+                            **_parent_metadata(record),
+                            "kind": "opener",
+                            "opener": j,
+                            "parent_id": record.id,
+                        },
+                    },
+                )
+            )
     return out
 
 

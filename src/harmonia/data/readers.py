@@ -45,8 +45,9 @@ def iter_json_lines(path: str | Path) -> Iterator[tuple[str, Any]]:
             try:
                 yield f"line {number}", json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(path, f"malformed JSON: {exc.msg} at column {exc.colno}",
-                                record=f"line {number}") from None
+                raise DataError(
+                    path, f"malformed JSON: {exc.msg} at column {exc.colno}", record=f"line {number}"
+                ) from None
 
 
 def read_json(path: str | Path) -> Any:
@@ -80,7 +81,9 @@ def _first_char(path: Path) -> str:
     return ""
 
 
-def iter_csv_rows(path: str | Path, *, required: tuple[str, ...] = ()) -> Iterator[tuple[str, dict[str, str]]]:
+def iter_csv_rows(
+    path: str | Path, *, required: tuple[str, ...] = ()
+) -> Iterator[tuple[str, dict[str, str]]]:
     """Yield ``('line N', row)`` for each CSV row (N = the line the row starts on; header is line 1)."""
     path = require_file(path)
     with path.open(encoding="utf-8", newline="") as handle:
@@ -88,13 +91,14 @@ def iter_csv_rows(path: str | Path, *, required: tuple[str, ...] = ()) -> Iterat
         header = reader.fieldnames or []
         missing = [c for c in required if c not in header]
         if missing:
-            raise DataError(path, f"CSV header {header} lacks column(s) {missing}", record="line 1",
-                            field=missing[0])
+            raise DataError(
+                path, f"CSV header {header} lacks column(s) {missing}", record="line 1", field=missing[0]
+            )
         start = reader.line_num + 1
         for row in reader:
             if None in row or any(v is None for v in row.values()):
-                raise DataError(path, f"row has {len(header)} columns expected, got a different count",
-                                record=f"line {start}")
+                got = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or [])
+                raise DataError(path, f"expected {len(header)} columns, got {got}", record=f"line {start}")
             yield f"line {start}", row
             start = reader.line_num + 1
 
@@ -105,7 +109,9 @@ def require_object(value: Any, path: str | Path, ref: str) -> Mapping[str, Any]:
     return value
 
 
-def get_str(row: Mapping[str, Any], key: str, path: str | Path, ref: str, *, allow_empty: bool = False) -> str:
+def get_str(
+    row: Mapping[str, Any], key: str, path: str | Path, ref: str, *, allow_empty: bool = False
+) -> str:
     """``row[key]`` as a string; missing, non-string or (unless allowed) blank values are errors."""
     if key not in row:
         raise DataError(path, "missing field", record=ref, field=key)
@@ -133,7 +139,9 @@ def get_int(row: Mapping[str, Any], key: str, path: str | Path, ref: str) -> int
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         return int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise DataError(path, f"expected an integer, got {type(value).__name__} {value!r}", record=ref, field=key)
+        raise DataError(
+            path, f"expected an integer, got {type(value).__name__} {value!r}", record=ref, field=key
+        )
     return value
 
 

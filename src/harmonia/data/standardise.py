@@ -46,6 +46,7 @@ CONTINUE_PROMPT = "Continue the passage:\n{prefix}"
 
 # ---------------------------------------------------------------- MCQ -> QA
 
+
 def format_mcq_question(question: str, choices: Sequence[str]) -> str:
     """``question`` followed by one ``"A. option"`` line per choice."""
     if len(choices) > len(LETTERS):
@@ -63,13 +64,19 @@ def mcq_to_qa(record: QARecord, *, style: MCQStyle = "letter_text") -> QARecord:
     if not record.is_mcq:
         return record
     choices, correct = list(record.choices or []), int(record.correct or 0)
-    metadata = {**record.metadata,
-                "mcq": {"question": record.question, "choices": choices, "correct": correct, "style": style}}
-    return record.model_copy(update={
-        "question": format_mcq_question(record.question, choices),
-        "answer": mcq_answer(choices, correct, style),
-        "choices": None, "correct": None, "metadata": metadata,
-    })
+    metadata = {
+        **record.metadata,
+        "mcq": {"question": record.question, "choices": choices, "correct": correct, "style": style},
+    }
+    return record.model_copy(
+        update={
+            "question": format_mcq_question(record.question, choices),
+            "answer": mcq_answer(choices, correct, style),
+            "choices": None,
+            "correct": None,
+            "metadata": metadata,
+        }
+    )
 
 
 def standardise_mcq(records: Sequence[QARecord], *, style: MCQStyle = "letter_text") -> list[QARecord]:
@@ -77,6 +84,7 @@ def standardise_mcq(records: Sequence[QARecord], *, style: MCQStyle = "letter_te
 
 
 # ---------------------------------------------------------------- text -> passages
+
 
 class _Units:
     """A document as a sequence of units (words or tokens) that can be cut back into text."""
@@ -113,8 +121,14 @@ class Passage:
     continuation: str = ""
 
 
-def continuation_passages(documents: Sequence[str], *, prefix_length: int, continuation_length: int,
-                          unit: Unit = "words", tokenizer: Any = None) -> list[Passage]:
+def continuation_passages(
+    documents: Sequence[str],
+    *,
+    prefix_length: int,
+    continuation_length: int,
+    unit: Unit = "words",
+    tokenizer: Any = None,
+) -> list[Passage]:
     """Consecutive, non-overlapping prefix/continuation passages of every document."""
     if prefix_length < 1 or continuation_length < 1:
         raise ValueError("prefix_length and continuation_length must be >= 1")
@@ -126,14 +140,24 @@ def continuation_passages(documents: Sequence[str], *, prefix_length: int, conti
             if len(units) - start - prefix_length < min_continuation:
                 break
             middle = start + prefix_length
-            out.append(Passage(d, p, units.span(start, middle),
-                               units.span(middle, min(middle + continuation_length, len(units)))))
+            out.append(
+                Passage(
+                    d,
+                    p,
+                    units.span(start, middle),
+                    units.span(middle, min(middle + continuation_length, len(units))),
+                )
+            )
     return out
 
 
-def generation_passages(documents: Sequence[str], *, length: int, unit: Unit = "words",
-                        tokenizer: Any = None) -> list[Passage]:
-    """Consecutive passages of ``length`` units; a tail shorter than half is dropped unless it is the whole document."""
+def generation_passages(
+    documents: Sequence[str], *, length: int, unit: Unit = "words", tokenizer: Any = None
+) -> list[Passage]:
+    """Consecutive passages of ``length`` units.
+
+    A tail shorter than half a passage is dropped, unless it is the whole document.
+    """
     if length < 1:
         raise ValueError("length must be >= 1")
     out = []
@@ -151,16 +175,26 @@ def continuation_question(prefix: str) -> str:
     return CONTINUE_PROMPT.format(prefix=prefix)
 
 
-def continuation_records(passages: Sequence[Passage], *, role: Role, source: str, group: str,
-                         id_prefix: str) -> list[QARecord]:
+def continuation_records(
+    passages: Sequence[Passage], *, role: Role, source: str, group: str, id_prefix: str
+) -> list[QARecord]:
     """Offline text -> QA: one "continue the passage" record per passage."""
-    return [QARecord(id=f"{id_prefix}/{p.doc}/{p.index}", question=continuation_question(p.text),
-                     answer=p.continuation, role=role, source=source, group=group,
-                     metadata={"format": "continuation", "doc": p.doc, "passage": p.index})
-            for p in passages]
+    return [
+        QARecord(
+            id=f"{id_prefix}/{p.doc}/{p.index}",
+            question=continuation_question(p.text),
+            answer=p.continuation,
+            role=role,
+            source=source,
+            group=group,
+            metadata={"format": "continuation", "doc": p.doc, "passage": p.index},
+        )
+        for p in passages
+    ]
 
 
 # ---------------------------------------------------------------- LLM-assisted text -> QA
+
 
 def load_prompt_template(path: str | Path) -> str:
     """Read a text->QA prompt template; it must use exactly the fields ``{n}`` and ``{passage}``."""
@@ -170,15 +204,22 @@ def load_prompt_template(path: str | Path) -> str:
     except ValueError as exc:
         raise DataError(path, f"not a valid format template: {exc}") from None
     if fields != {"n", "passage"}:
-        raise DataError(path, f"template must use the fields {{n}} and {{passage}} only, found {sorted(fields)}")
+        raise DataError(
+            path, f"template must use the fields {{n}} and {{passage}} only, found {sorted(fields)}"
+        )
     return template
 
 
 _MARK = r"(?:\*\*|__)?"
-_Q_LINE = re.compile(rf"^\s*(?:[-*•]\s*)?(?:\d+\s*[.)]\s*)?{_MARK}\s*(?:q|question)\s*\d*\s*{_MARK}\s*[:.)-]\s*"
-                     rf"{_MARK}\s*(?P<text>.*)$", re.IGNORECASE)
-_A_LINE = re.compile(rf"^\s*(?:[-*•]\s*)?{_MARK}\s*(?:a|answer)\s*\d*\s*{_MARK}\s*[:.)-]\s*{_MARK}\s*(?P<text>.*)$",
-                     re.IGNORECASE)
+_Q_LINE = re.compile(
+    rf"^\s*(?:[-*•]\s*)?(?:\d+\s*[.)]\s*)?{_MARK}\s*(?:q|question)\s*\d*\s*{_MARK}\s*[:.)-]\s*"
+    rf"{_MARK}\s*(?P<text>.*)$",
+    re.IGNORECASE,
+)
+_A_LINE = re.compile(
+    rf"^\s*(?:[-*•]\s*)?{_MARK}\s*(?:a|answer)\s*\d*\s*{_MARK}\s*[:.)-]\s*{_MARK}\s*(?P<text>.*)$",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
@@ -241,7 +282,7 @@ def _parse_json_pairs(text: str) -> ParsedPairs:
     if start == -1 or end <= start:
         return ParsedPairs([], 0)
     try:
-        items = json.loads(text[start:end + 1])
+        items = json.loads(text[start : end + 1])
     except json.JSONDecodeError:
         return ParsedPairs([], 0)
     pairs, malformed = [], 0
@@ -275,12 +316,23 @@ class GenerationReport:
         return self.requested - self.kept
 
     def summary(self) -> str:
-        return (f"{self.kept}/{self.requested} QA pairs from {self.passages} passages; dropped {self.dropped} "
-                f"({self.malformed} malformed, {self.extra} extra); {self.empty_outputs} passages gave none")
+        return (
+            f"{self.kept}/{self.requested} QA pairs from {self.passages} passages; dropped {self.dropped} "
+            f"({self.malformed} malformed, {self.extra} extra); {self.empty_outputs} passages gave none"
+        )
 
 
-def generated_records(passages: Sequence[Passage], generator: Any, *, template: str, pairs_per_passage: int,
-                      role: Role, source: str, group: str, id_prefix: str) -> tuple[list[QARecord], GenerationReport]:
+def generated_records(
+    passages: Sequence[Passage],
+    generator: Any,
+    *,
+    template: str,
+    pairs_per_passage: int,
+    role: Role,
+    source: str,
+    group: str,
+    id_prefix: str,
+) -> tuple[list[QARecord], GenerationReport]:
     """LLM-assisted text -> QA (see module docstring). ``generator`` is a QAGenerator."""
     if pairs_per_passage < 1:
         raise ValueError("pairs_per_passage must be >= 1")
@@ -300,13 +352,24 @@ def generated_records(passages: Sequence[Passage], generator: Any, *, template: 
         report.kept += len(kept)
         report.empty_outputs += not kept
         for j, (question, answer) in enumerate(kept):
-            records.append(QARecord(id=f"{id_prefix}/{passage.doc}/{passage.index}/{j}", question=question,
-                                    answer=answer, role=role, source=source, group=group,
-                                    metadata={"format": "generated", "doc": passage.doc, "passage": passage.index}))
+            records.append(
+                QARecord(
+                    id=f"{id_prefix}/{passage.doc}/{passage.index}/{j}",
+                    question=question,
+                    answer=answer,
+                    role=role,
+                    source=source,
+                    group=group,
+                    metadata={"format": "generated", "doc": passage.doc, "passage": passage.index},
+                )
+            )
     if not records:
         first = outputs[0][:300] if outputs else ""
-        raise DataError(None, f"the generator gave no parseable QA pair for any of {len(passages)} passages "
-                              f"of '{id_prefix}'; first reply: {first!r}")
+        raise DataError(
+            None,
+            f"the generator gave no parseable QA pair for any of {len(passages)} passages "
+            f"of '{id_prefix}'; first reply: {first!r}",
+        )
     if report.dropped or report.missing:
         log.warning("text->QA for %s: %s", id_prefix, report.summary())
     return records, report

@@ -86,7 +86,9 @@ class Engine:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.tokenizer = tokenizer
-        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no")
+        # On a CPU-only machine accelerate must be told so, or a multi-process launch falls back to
+        # independent single processes instead of a gloo process group.
+        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
         torch.manual_seed(cfg.seed)
         model = apply_trainable(model, cfg)
         self._frozen_reference = None
@@ -126,7 +128,10 @@ class Engine:
         optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
                                       lr=cfg.lr, weight_decay=cfg.weight_decay)
         scheduler = make_scheduler(optimizer, cfg, total)
-        self.model, optimizer, scheduler = acc.prepare(self.model, optimizer, scheduler)
+        # The scheduler stays out of ``prepare``: accelerate would step it once per process per
+        # optimiser step, so the schedule would depend on the number of processes.
+        self.model, optimizer = acc.prepare(self.model, optimizer)
+        acc.register_for_checkpointing(scheduler)
         if self._frozen_reference is not None:
             self._frozen_reference.to(acc.device)
 

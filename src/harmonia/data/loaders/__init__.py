@@ -12,7 +12,18 @@ from harmonia.data.loaders.truthfulqa import load_truthfulqa
 from harmonia.data.loaders.wmdp import load_wmdp
 
 __all__ = [
-    "TofuAuthor", "author_name", "load_generic", "load_mmlu", "load_muse_knowmem", "load_muse_privleak",
-    "load_muse_raw", "load_muse_verbmem", "load_text", "load_tofu", "load_tofu_idk", "load_truthfulqa",
-    "load_wmdp", "tofu_authors",
+    "TofuAuthor",
+    "author_name",
+    "load_generic",
+    "load_mmlu",
+    "load_muse_knowmem",
+    "load_muse_privleak",
+    "load_muse_raw",
+    "load_muse_verbmem",
+    "load_text",
+    "load_tofu",
+    "load_tofu_idk",
+    "load_truthfulqa",
+    "load_wmdp",
+    "tofu_authors",
 ]

@@ -57,7 +57,9 @@ def _correct_index(value: Any, choices: list[str], path: Path, ref: str, column:
     else:
         raise DataError(path, f"cannot read the correct option from {value!r}", record=ref, field=column)
     if not 0 <= index < len(choices):
-        raise DataError(path, f"correct option {index} outside 0..{len(choices) - 1}", record=ref, field=column)
+        raise DataError(
+            path, f"correct option {index} outside 0..{len(choices) - 1}", record=ref, field=column
+        )
     return index
 
 
@@ -72,8 +74,15 @@ def _choices(row: Mapping[str, Any], spec: str | list[str], path: Path, ref: str
     return list(value)
 
 
-def load_generic(path: str | Path, *, role: Role, fields: Mapping[str, str | list[str]], source: str = "custom",
-                 fmt: FileFormat | None = None, records_key: str | None = None) -> list[QARecord]:
+def load_generic(
+    path: str | Path,
+    *,
+    role: Role,
+    fields: Mapping[str, str | list[str]],
+    source: str = "custom",
+    fmt: FileFormat | None = None,
+    records_key: str | None = None,
+) -> list[QARecord]:
     """Records from a JSON/JSONL/CSV file through ``fields`` (see module docstring)."""
     path = require_file(path)
     unknown = sorted(set(fields) - set(MAPPABLE))
@@ -81,6 +90,8 @@ def load_generic(path: str | Path, *, role: Role, fields: Mapping[str, str | lis
         raise DataError(path, f"cannot map field(s) {unknown}; mappable: {list(MAPPABLE)}", field=unknown[0])
     if "question" not in fields or not ("answer" in fields or {"choices", "correct"} <= set(fields)):
         raise DataError(path, "the field mapping needs 'question' and 'answer' (or 'choices' and 'correct')")
+    if "correct" in fields and "choices" not in fields:
+        raise DataError(path, "'correct' needs 'choices' mapped too", field="choices")
     for target, spec in fields.items():
         if isinstance(spec, list) and target != "choices":
             raise DataError(path, "only 'choices' may map to a list of columns", field=target)
@@ -97,17 +108,28 @@ def load_generic(path: str | Path, *, role: Role, fields: Mapping[str, str | lis
             if column not in row:
                 raise DataError(path, "missing field", record=ref, field=column)
             correct = _correct_index(row[column], choices, path, ref, column)
-        answer = (get_str(row, str(fields["answer"]), path, ref) if "answer" in fields
-                  else choices[correct])  # type: ignore[index]
+        answer = get_str(row, str(fields["answer"]), path, ref) if "answer" in fields else choices[correct]  # type: ignore[index]
         ident = get_str(row, str(fields["id"]), path, ref) if "id" in fields else str(i)
-        records.append(make_record(
-            path, ref, id=f"{source}/{ident}", question=get_str(row, str(fields["question"]), path, ref),
-            answer=answer, role=role, source=source,
-            group=get_str(row, str(fields["group"]), path, ref, allow_empty=True) if "group" in fields else "",
-            prefill=get_str(row, str(fields["prefill"]), path, ref, allow_empty=True) if "prefill" in fields else "",
-            choices=choices, correct=correct,
-            metadata={"row": i, **{k: v for k, v in row.items() if k not in used}},
-        ))
+        records.append(
+            make_record(
+                path,
+                ref,
+                id=f"{source}/{ident}",
+                question=get_str(row, str(fields["question"]), path, ref),
+                answer=answer,
+                role=role,
+                source=source,
+                group=get_str(row, str(fields["group"]), path, ref, allow_empty=True)
+                if "group" in fields
+                else "",
+                prefill=get_str(row, str(fields["prefill"]), path, ref, allow_empty=True)
+                if "prefill" in fields
+                else "",
+                choices=choices,
+                correct=correct,
+                metadata={"row": i, **{k: v for k, v in row.items() if k not in used}},
+            )
+        )
     if not records:
         raise DataError(path, "no records found")
     return records

@@ -27,7 +27,7 @@ def subject_of(path: str | Path) -> str:
 
 
 def mmlu_files(path: str | Path, *, split: str = "test", subjects: Sequence[str] | None = None) -> list[Path]:
-    """The CSV files to read: ``path`` itself, or ``path/<split>/*_<split>.csv`` (or ``path/*_<split>.csv``)."""
+    """The CSV files: ``path`` itself, or ``path/<split>/*_<split>.csv``, or ``path/*_<split>.csv``."""
     path = Path(path)
     if path.is_file():
         files = [path]
@@ -42,7 +42,9 @@ def mmlu_files(path: str | Path, *, split: str = "test", subjects: Sequence[str]
         available = {subject_of(f): f for f in files}
         unknown = sorted(set(subjects) - set(available))
         if unknown:
-            raise DataError(path, f"unknown MMLU subject(s) {unknown}; available: {sorted(available)}", field="subjects")
+            raise DataError(
+                path, f"unknown MMLU subject(s) {unknown}; available: {sorted(available)}", field="subjects"
+            )
         files = [available[s] for s in sorted(set(subjects))]
     return files
 
@@ -56,8 +58,9 @@ def _answer_index(value: str, path: Path, ref: str) -> int:
     raise DataError(path, f"answer must be 0-3 or A-D, got {value!r}", record=ref, field="answer")
 
 
-def load_mmlu(path: str | Path, *, role: Role, split: str = "test",
-              subjects: Sequence[str] | None = None) -> list[QARecord]:
+def load_mmlu(
+    path: str | Path, *, role: Role, split: str = "test", subjects: Sequence[str] | None = None
+) -> list[QARecord]:
     """MMLU MCQ records, subjects in alphabetical order, rows in file order."""
     records = []
     for file in mmlu_files(path, split=split, subjects=subjects):
@@ -65,8 +68,19 @@ def load_mmlu(path: str | Path, *, role: Role, split: str = "test",
         for i, (ref, row) in enumerate(iter_csv_rows(file, required=COLUMNS)):
             choices = [row[f"choice{k}"] for k in range(4)]
             correct = _answer_index(row["answer"], file, ref)
-            records.append(make_record(file, ref, id=f"{SOURCE}/{split}/{subject}/{i}", question=row["question"],
-                                       answer=choices[correct], role=role, source=SOURCE, group=subject,
-                                       choices=choices, correct=correct,
-                                       metadata={"split": split, "subject": subject, "row": i}))
+            records.append(
+                make_record(
+                    file,
+                    ref,
+                    id=f"{SOURCE}/{split}/{subject}/{i}",
+                    question=row["question"],
+                    answer=choices[correct],
+                    role=role,
+                    source=SOURCE,
+                    group=subject,
+                    choices=choices,
+                    correct=correct,
+                    metadata={"split": split, "subject": subject, "row": i},
+                )
+            )
     return records

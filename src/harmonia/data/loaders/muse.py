@@ -21,15 +21,21 @@ from harmonia.data.standardise import continuation_question
 from harmonia.errors import DataError
 
 SOURCE = "muse_books"
-KNOWMEM_FILES = {"forget": "forget_qa", "retain": "retain2_qa", "forget_icl": "forget_qa_icl",
-                 "retain_icl": "retain2_qa_icl"}
+KNOWMEM_FILES = {
+    "forget": "forget_qa",
+    "retain": "retain2_qa",
+    "forget_icl": "forget_qa_icl",
+    "retain_icl": "retain2_qa_icl",
+}
 RAW_SPLITS = ("forget", "retain1", "retain2", "holdout")
 PRIVLEAK_SPLITS = ("forget", "retain2", "holdout")
 
 
 def _choose(split: str, allowed: tuple[str, ...] | dict, what: str, directory: Path) -> None:
     if split not in allowed:
-        raise DataError(directory, f"unknown MUSE {what} split '{split}'; use one of {sorted(allowed)}", field="split")
+        raise DataError(
+            directory, f"unknown MUSE {what} split '{split}'; use one of {sorted(allowed)}", field="split"
+        )
 
 
 def load_muse_knowmem(directory: str | Path, *, role: Role, split: str = "forget") -> list[QARecord]:
@@ -43,10 +49,19 @@ def load_muse_knowmem(directory: str | Path, *, role: Role, split: str = "forget
     for i, row in enumerate(rows):
         ref = f"index {i}"
         row = require_object(row, path, ref)
-        records.append(make_record(path, ref, id=f"{SOURCE}/knowmem/{split}/{i}",
-                                   question=get_str(row, "question", path, ref),
-                                   answer=get_str(row, "answer", path, ref), role=role, source=SOURCE,
-                                   group=f"knowmem_{split}", metadata={"subset": "knowmem", "split": split, "row": i}))
+        records.append(
+            make_record(
+                path,
+                ref,
+                id=f"{SOURCE}/knowmem/{split}/{i}",
+                question=get_str(row, "question", path, ref),
+                answer=get_str(row, "answer", path, ref),
+                role=role,
+                source=SOURCE,
+                group=f"knowmem_{split}",
+                metadata={"subset": "knowmem", "split": split, "row": i},
+            )
+        )
     return records
 
 
@@ -60,10 +75,19 @@ def load_muse_verbmem(directory: str | Path, *, role: Role, split: str = "forget
         ref = f"index {i}"
         row = require_object(row, path, ref)
         prompt = get_str(row, "prompt", path, ref)
-        records.append(make_record(path, ref, id=f"{SOURCE}/verbmem/{split}/{i}", question=continuation_question(prompt),
-                                   answer=get_str(row, "gt", path, ref), role=role, source=SOURCE,
-                                   group=f"verbmem_{split}",
-                                   metadata={"subset": "verbmem", "split": split, "row": i, "prompt": prompt}))
+        records.append(
+            make_record(
+                path,
+                ref,
+                id=f"{SOURCE}/verbmem/{split}/{i}",
+                question=continuation_question(prompt),
+                answer=get_str(row, "gt", path, ref),
+                role=role,
+                source=SOURCE,
+                group=f"verbmem_{split}",
+                metadata={"subset": "verbmem", "split": split, "row": i, "prompt": prompt},
+            )
+        )
     return records
 
 
@@ -77,8 +101,9 @@ def _string_list(path: Path) -> list[str]:
     return rows
 
 
-def load_muse_raw(directory: str | Path, *, split: str = "forget",
-                  fmt: Literal["auto", "json", "txt"] = "auto") -> list[str]:
+def load_muse_raw(
+    directory: str | Path, *, split: str = "forget", fmt: Literal["auto", "json", "txt"] = "auto"
+) -> list[str]:
     """Raw documents: ``raw/<split>.json`` (a list of documents) or ``raw/<split>.txt`` (one document).
 
     ``auto`` prefers the JSON form, whose document boundaries are meaningful, and falls back to

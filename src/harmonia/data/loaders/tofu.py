@@ -20,7 +20,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harmonia.data.readers import get_str, get_str_list, iter_json_rows, make_record, read_text, require_object
+from harmonia.data.readers import (
+    get_str,
+    get_str_list,
+    iter_json_rows,
+    make_record,
+    read_text,
+    require_object,
+)
 from harmonia.data.schema import QARecord, Role
 from harmonia.errors import DataError
 
@@ -31,14 +38,125 @@ _PERTURBED_FIELDS = ("paraphrased_answer", "paraphrased_question", "perturbed_an
 
 # Capitalised words that start sentences or questions but never start a name. Inside a run they
 # are kept ("Jina An"), so only the start of a candidate is checked against this list.
-_NOT_NAME_START = frozenset("""
-A An The This That These Those Yes No In On At As By For From Of To With Without Within Through Throughout
-Author Authors Writer Her His Their Its Our He She They It What How Who Whom Whose Which Where When Why
-Can Could Does Did Do Is Are Was Were Has Have Had Will Would Should May Might Being Born While Although
-Despite Given One Some Many Most Several Besides Apart Like Growing After Before During Since Unlike Beyond
-Absolutely Certainly Indeed Notably Moreover Furthermore However Additionally Also Interestingly
-""".split())
-_PARTICLES = frozenset("de da del della di du dos das van von der den la le bin ibn al el y".split())
+_NOT_NAME_START = frozenset(
+    [
+        "A",
+        "An",
+        "The",
+        "This",
+        "That",
+        "These",
+        "Those",
+        "Yes",
+        "No",
+        "In",
+        "On",
+        "At",
+        "As",
+        "By",
+        "For",
+        "From",
+        "Of",
+        "To",
+        "With",
+        "Without",
+        "Within",
+        "Through",
+        "Throughout",
+        "Author",
+        "Authors",
+        "Writer",
+        "Her",
+        "His",
+        "Their",
+        "Its",
+        "Our",
+        "He",
+        "She",
+        "They",
+        "It",
+        "What",
+        "How",
+        "Who",
+        "Whom",
+        "Whose",
+        "Which",
+        "Where",
+        "When",
+        "Why",
+        "Can",
+        "Could",
+        "Does",
+        "Did",
+        "Do",
+        "Is",
+        "Are",
+        "Was",
+        "Were",
+        "Has",
+        "Have",
+        "Had",
+        "Will",
+        "Would",
+        "Should",
+        "May",
+        "Might",
+        "Being",
+        "Born",
+        "While",
+        "Although",
+        "Despite",
+        "Given",
+        "One",
+        "Some",
+        "Many",
+        "Most",
+        "Several",
+        "Besides",
+        "Apart",
+        "Like",
+        "Growing",
+        "After",
+        "Before",
+        "During",
+        "Since",
+        "Unlike",
+        "Beyond",
+        "Absolutely",
+        "Certainly",
+        "Indeed",
+        "Notably",
+        "Moreover",
+        "Furthermore",
+        "However",
+        "Additionally",
+        "Also",
+        "Interestingly",
+    ]
+)
+_PARTICLES = frozenset(
+    [
+        "de",
+        "da",
+        "del",
+        "della",
+        "di",
+        "du",
+        "dos",
+        "das",
+        "van",
+        "von",
+        "der",
+        "den",
+        "la",
+        "le",
+        "bin",
+        "ibn",
+        "al",
+        "el",
+        "y",
+    ]
+)
 _CLAUSE_END = re.compile(r"[.,;:!?]+[\"'”’)\]]*$")
 _POSSESSIVE = re.compile(r"(?:['’]s|['’])$")
 
@@ -70,9 +188,7 @@ def _name_runs(text: str) -> list[list[str]]:
     for raw in text.split():
         word = _POSSESSIVE.sub("", raw.strip("\"'“”‘’()[],;:!?.")).strip("\"'“”‘’()[]")
         capitalised = word[:1].isupper()
-        if capitalised and (current or word not in _NOT_NAME_START):
-            current.append(word)
-        elif current and word in _PARTICLES:
+        if (capitalised and (current or word not in _NOT_NAME_START)) or (current and word in _PARTICLES):
             current.append(word)
         else:  # a lowercase word, or a sentence starter that cannot begin a name
             close()
@@ -98,7 +214,7 @@ def author_name(texts: Iterable[str], *, min_share: float = 0.25) -> str:
         for run in _name_runs(text):
             for size in range(2, len(run) + 1):
                 for start in range(len(run) - size + 1):
-                    gram = run[start:start + size]
+                    gram = run[start : start + size]
                     if gram[0] not in _NOT_NAME_START and gram[-1][:1].isupper():
                         seen.add(" ".join(gram))
         counts.update(seen)
@@ -112,16 +228,20 @@ def author_name(texts: Iterable[str], *, min_share: float = 0.25) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _full_index(full_path: Path, stamp: tuple[int, int]) -> tuple[dict[tuple[str, str], int], tuple[TofuAuthor, ...]]:
+def _full_index(
+    full_path: Path, stamp: tuple[int, int]
+) -> tuple[dict[tuple[str, str], int], tuple[TofuAuthor, ...]]:
     rows = []
     for ref, row in iter_json_rows(full_path):
         row = require_object(row, full_path, ref)
         rows.append((get_str(row, "question", full_path, ref), get_str(row, "answer", full_path, ref)))
     if not rows or len(rows) % QA_PER_AUTHOR:
-        raise DataError(full_path, f"expected a multiple of {QA_PER_AUTHOR} rows ({QA_PER_AUTHOR} per author), "
-                                   f"got {len(rows)}")
+        raise DataError(
+            full_path,
+            f"expected a multiple of {QA_PER_AUTHOR} rows ({QA_PER_AUTHOR} per author), got {len(rows)}",
+        )
     authors = tuple(
-        TofuAuthor(a, author_name(t for qa in rows[a * QA_PER_AUTHOR:(a + 1) * QA_PER_AUTHOR] for t in qa))
+        TofuAuthor(a, author_name(t for qa in rows[a * QA_PER_AUTHOR : (a + 1) * QA_PER_AUTHOR] for t in qa))
         for a in range(len(rows) // QA_PER_AUTHOR)
     )
     return {qa: i for i, qa in enumerate(rows)}, authors
@@ -147,8 +267,9 @@ def split_name(path: str | Path) -> str:
     return Path(path).name.split(".")[0]
 
 
-def load_tofu(path: str | Path, *, role: Role, authors: Sequence[int] | None = None,
-              full_path: str | Path | None = None) -> list[QARecord]:
+def load_tofu(
+    path: str | Path, *, role: Role, authors: Sequence[int] | None = None, full_path: str | Path | None = None
+) -> list[QARecord]:
     """Load one TOFU split file as QA records.
 
     ``authors`` keeps only those author indices (``full.json`` order). ``full_path`` defaults to
@@ -163,7 +284,9 @@ def load_tofu(path: str | Path, *, role: Role, authors: Sequence[int] | None = N
             raise DataError(path, f"'{split}' has no fictitious authors; remove the author selection")
         return _load_non_author(path, role=role, split=split, base_split=base_split)
     if not full.is_file():
-        raise DataError(path, f"TOFU split '{split}' needs full.json to know its authors; not found at {full}")
+        raise DataError(
+            path, f"TOFU split '{split}' needs full.json to know its authors; not found at {full}"
+        )
     index, author_list = _lookup(full)
     is_full = full.resolve() == path.resolve()
     wanted = None if authors is None else set(authors)
@@ -176,16 +299,37 @@ def load_tofu(path: str | Path, *, role: Role, authors: Sequence[int] | None = N
         answer = get_str(row, "answer", path, ref)
         full_index = row_number if is_full else index.get((question, answer))
         if full_index is None:
-            raise DataError(path, "this question/answer is not in full.json, so its author is unknown",
-                            record=ref, field="question")
+            raise DataError(
+                path,
+                "this question/answer is not in full.json, so its author is unknown",
+                record=ref,
+                field="question",
+            )
         author = author_list[full_index // QA_PER_AUTHOR]
         if wanted is not None and author.index not in wanted:
             continue
-        metadata = {"split": split, "row": row_number, "full_index": full_index,
-                    "author_index": author.index, "author_name": author.name, "entity": author.name,
-                    **_perturbed_fields(row, path, ref)}
-        records.append(make_record(path, ref, id=f"{SOURCE}/{full_index}", question=question, answer=answer,
-                                   role=role, source=SOURCE, group=author.group, metadata=metadata))
+        metadata = {
+            "split": split,
+            "row": row_number,
+            "full_index": full_index,
+            "author_index": author.index,
+            "author_name": author.name,
+            "entity": author.name,
+            **_perturbed_fields(row, path, ref),
+        }
+        records.append(
+            make_record(
+                path,
+                ref,
+                id=f"{SOURCE}/{full_index}",
+                question=question,
+                answer=answer,
+                role=role,
+                source=SOURCE,
+                group=author.group,
+                metadata=metadata,
+            )
+        )
     if wanted is not None and (absent := sorted(wanted - {r.metadata["author_index"] for r in records})):
         raise DataError(path, f"split '{split}' has no rows for author(s) {absent}", field="authors")
     return records
@@ -196,7 +340,9 @@ def _perturbed_fields(row: dict, path: Path, ref: str) -> dict:
     for key in _PERTURBED_FIELDS:
         if key in row:
             value = row[key]
-            out[key] = get_str_list(row, key, path, ref) if isinstance(value, list) else get_str(row, key, path, ref)
+            out[key] = (
+                get_str_list(row, key, path, ref) if isinstance(value, list) else get_str(row, key, path, ref)
+            )
     return out
 
 
@@ -210,12 +356,26 @@ def _load_non_author(path: Path, *, role: Role, split: str, base_split: str) -> 
         if "option1" in row:
             choices = [get_str(row, f"option{i}", path, ref) for i in range(1, 5)]
             if answer not in choices:
-                raise DataError(path, f"answer {answer!r} is not one of the options", record=ref, field="answer")
+                raise DataError(
+                    path, f"answer {answer!r} is not one of the options", record=ref, field="answer"
+                )
             correct = choices.index(answer)
         metadata = {"split": split, "row": row_number, **_perturbed_fields(row, path, ref)}
-        records.append(make_record(path, ref, id=f"{SOURCE}/{base_split}/{row_number}", question=question,
-                                   answer=answer, role=role, source=SOURCE, group=base_split, choices=choices,
-                                   correct=correct, metadata=metadata))
+        records.append(
+            make_record(
+                path,
+                ref,
+                id=f"{SOURCE}/{base_split}/{row_number}",
+                question=question,
+                answer=answer,
+                role=role,
+                source=SOURCE,
+                group=base_split,
+                choices=choices,
+                correct=correct,
+                metadata=metadata,
+            )
+        )
     return records
 
 

@@ -1,4 +1,6 @@
-"""TruthfulQA, the original CSV (Type, Category, Question, Best Answer, Correct Answers, Incorrect Answers, Source).
+"""TruthfulQA, the original CSV.
+
+Columns: Type, Category, Question, Best Answer, Correct Answers, Incorrect Answers, Source.
 
 As QA the answer is the best answer; all correct and incorrect answers (split on "; ") stay in
 metadata for truthfulness metrics. As MCQ (``mcq=True``, the MC1 setting) the choices are the best
@@ -32,16 +34,36 @@ def load_truthfulqa(path: str | Path, *, role: Role, mcq: bool = False, seed: in
         correct_answers = _split_answers(row["Correct Answers"])
         incorrect = _split_answers(row["Incorrect Answers"])
         if mcq and not incorrect:
-            raise DataError(path, "no incorrect answers to build an MCQ from", record=ref, field="Incorrect Answers")
-        metadata = {"row": i, "type": row["Type"], "category": row["Category"], "best_answer": best,
-                    "correct_answers": correct_answers, "incorrect_answers": incorrect,
-                    "reference": row.get("Source", "")}
+            raise DataError(
+                path, "no incorrect answers to build an MCQ from", record=ref, field="Incorrect Answers"
+            )
+        metadata = {
+            "row": i,
+            "type": row["Type"],
+            "category": row["Category"],
+            "best_answer": best,
+            "correct_answers": correct_answers,
+            "incorrect_answers": incorrect,
+            "reference": row.get("Source", ""),
+        }
         choices = correct = None
         if mcq:
             choices = [best, *incorrect]
             random.Random(f"{seed}:{i}").shuffle(choices)
             correct = choices.index(best)
-        records.append(make_record(path, ref, id=f"{SOURCE}/{i}", question=question, answer=best, role=role,
-                                   source=SOURCE, group=row["Category"], choices=choices, correct=correct,
-                                   metadata=metadata))
+        records.append(
+            make_record(
+                path,
+                ref,
+                id=f"{SOURCE}/{i}",
+                question=question,
+                answer=best,
+                role=role,
+                source=SOURCE,
+                group=row["Category"],
+                choices=choices,
+                correct=correct,
+                metadata=metadata,
+            )
+        )
     return records

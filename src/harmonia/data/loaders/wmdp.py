@@ -31,8 +31,9 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise DataError(path, "reading Parquet needs pyarrow (pip install pyarrow), "
-                              "or export the split as JSON Lines") from None
+        raise DataError(
+            path, "reading Parquet needs pyarrow (pip install pyarrow), or export the split as JSON Lines"
+        ) from None
     for i, row in enumerate(pq.read_table(path).to_pylist()):
         yield f"index {i}", row
 
@@ -69,8 +70,9 @@ def _choices(row: Mapping[str, Any], path: Path, ref: str) -> tuple[list[str], i
         texts = list(raw)
         correct = get_int(row, "answer", path, ref)
     else:
-        raise DataError(path, "choices must all be strings or all be {index, text} objects", record=ref,
-                        field="choices")
+        raise DataError(
+            path, "choices must all be strings or all be {index, text} objects", record=ref, field="choices"
+        )
     if not 0 <= correct < len(texts):
         field = "correct_answer" if "correct_answer" in row else "answer"
         raise DataError(path, f"answer index {correct} outside 0..{len(texts) - 1}", record=ref, field=field)
@@ -88,9 +90,21 @@ def load_wmdp(path: str | Path, *, role: Role, group: str = "cyber") -> list[QAR
         metadata: dict[str, Any] = {"row": i}
         if source_indices is not None:
             metadata["source_index"] = source_indices[i]
-        records.append(make_record(path, ref, id=f"{SOURCE}/{group}/{i}", question=get_str(row, "question", path, ref),
-                                   answer=choices[correct], role=role, source=SOURCE, group=group, choices=choices,
-                                   correct=correct, metadata=metadata))
+        records.append(
+            make_record(
+                path,
+                ref,
+                id=f"{SOURCE}/{group}/{i}",
+                question=get_str(row, "question", path, ref),
+                answer=choices[correct],
+                role=role,
+                source=SOURCE,
+                group=group,
+                choices=choices,
+                correct=correct,
+                metadata=metadata,
+            )
+        )
     if not records:
         raise DataError(path, "no questions found")
     return records

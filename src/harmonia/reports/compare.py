@@ -1,0 +1,52 @@
+"""``harmonia compare RUN...``: several runs side by side in one table and one set of figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from rich.table import Table
+
+from harmonia.errors import DataError
+from harmonia.evaluation.results import EvalResults
+from harmonia.reports.headline import with_unique_names
+from harmonia.reports.plots import report_figures
+from harmonia.reports.tables import rich_table
+
+RESULTS_FILE = "results.json"
+
+
+def results_file(path: str | Path) -> Path:
+    """The results file of a run: ``path`` itself, or ``path/results.json`` for a run folder."""
+    path = Path(path)
+    return path / RESULTS_FILE if path.is_dir() else path
+
+
+def load_results(path: str | Path) -> EvalResults:
+    """Read one results file; any problem (missing, unreadable, invalid) is a DataError naming it."""
+    file = results_file(path)
+    try:
+        return EvalResults.load(file)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(file, f"cannot read results file: {exc}") from None
+
+
+def _run_label(path: Path) -> str:
+    """A short hint telling runs apart: the run folder's name."""
+    file = results_file(path)
+    return file.parent.name or str(file.parent)
+
+
+def load_runs(paths: Sequence[str | Path]) -> list[EvalResults]:
+    """Read every run's results; repeated names get their run folder appended (then ``#n``)."""
+    if not paths:
+        raise DataError(None, "no runs given to compare", field="paths")
+    results = [load_results(p) for p in paths]
+    return with_unique_names(results, [_run_label(Path(p)) for p in paths])
+
+
+def compare_runs(paths: Sequence[str | Path]) -> tuple[Table, dict[str, Figure]]:
+    """The comparison table (rich, for the terminal) and the report figures for these runs."""
+    runs = load_runs(paths)
+    return rich_table(runs, title=f"{len(runs)} runs"), report_figures(runs)

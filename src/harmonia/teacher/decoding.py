@@ -1,0 +1,171 @@
+"""How the teacher answers: greedy token ids, optionally amplified against the plain model.
+
+Distillation needs the teacher's response as token ids (both sides are teacher-forced on exactly
+these ids), and the amplified teacher z_T = z_instr + alpha (z_instr - z_plain) needs the plain
+model's next-token logits at every step. Decoding runs through ``model.generate``; amplification
+is a logits processor that keeps its own cache for the plain context.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from harmonia.progress import progress_bar
+
+
+def amplify(z_instr: Tensor, z_plain: Tensor, alpha: float) -> Tensor:
+    """Amplified teacher logits ``z_instr + alpha * (z_instr - z_plain)`` (METHOD.md Part 2 (c))."""
+    if z_instr.shape != z_plain.shape:
+        raise ValueError(f"instructed {tuple(z_instr.shape)} and plain {tuple(z_plain.shape)} logits differ")
+    return z_instr + alpha * (z_instr - z_plain)
+
+
+def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[Tensor, Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if seq:
+            ids[row, width - len(seq) :] = torch.as_tensor(list(seq))
+            mask[row, width - len(seq) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _positions(mask: Tensor) -> Tensor:
+    """Position ids of a left-padded batch: 0 at each row's first real token."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _cache_argument(model: Any) -> str:
+    """Name of the KV-cache argument: ``cache`` in recent transformers, ``past_key_values`` before."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out: Any) -> Any:
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+class AmplifyProcessor:
+    """Logits processor: replaces the instructed logits by the amplified ones at every step.
+
+    It runs the plain prompts once (with a KV cache) and then feeds each generated token, so
+    both contexts are continued by the same tokens, as in teacher forcing.
+    """
+
+    def __init__(self, model: Any, plain_ids: Tensor, plain_mask: Tensor, alpha: float) -> None:
+        self.model = model
+        self.ids = plain_ids
+        self.mask = plain_mask
+        self.alpha = alpha
+        self.cache: Any = None
+        self.last_pos: Tensor | None = None
+        self.steps = 0
+        self.cache_arg = _cache_argument(model)
+
+    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+        if self.cache is None:
+            pos = _positions(self.mask)
+            out = self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=pos, use_cache=True)
+            self.last_pos = pos[:, -1:]
+        else:
+            assert self.last_pos is not None
+            self.mask = torch.cat([self.mask, self.mask.new_ones((self.mask.shape[0], 1))], dim=1)
+            self.last_pos = self.last_pos + 1
+            out = self.model(
+                input_ids=input_ids[:, -1:],
+                attention_mask=self.mask,
+                position_ids=self.last_pos,
+                use_cache=True,
+                **{self.cache_arg: self.cache},
+            )
+        self.cache = _returned_cache(out)
+        self.steps += 1
+        plain = out.logits[:, -1].to(scores.dtype)
+        return amplify(scores, plain, self.alpha)
+
+
+def _encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
+    return [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+
+
+@torch.no_grad()
+def greedy_ids(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    plain_prompts: Sequence[str] | None = None,
+    alpha: float = 0.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[list[int]]:
+    """Greedy response ids for each prompt, in input order, ending with EOS when the model stopped.
+
+    With ``plain_prompts`` (one per prompt) the next token is the argmax of the amplified logits.
+    Prompts are sorted by length so batches pad little.
+    """
+    if plain_prompts is not None and len(plain_prompts) != len(prompts):
+        raise ValueError("plain_prompts must have one entry per prompt")
+    if not prompts:
+        return []
+    from transformers import LogitsProcessorList
+
+    encoded = _encode(tokenizer, prompts)
+    plain = _encode(tokenizer, plain_prompts) if plain_prompts is not None else None
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: (len(encoded[i]), i))
+    out: list[list[int]] = [[] for _ in prompts]
+    with progress_bar("teacher responses", total=len(prompts), enabled=progress) as advance:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids, mask = _left_pad([encoded[i] for i in idx], pad, device)
+            processors = LogitsProcessorList()
+            if plain is not None:
+                p_ids, p_mask = _left_pad([plain[i] for i in idx], pad, device)
+                processors.append(AmplifyProcessor(model, p_ids, p_mask, alpha))
+            seqs = model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad,
+                eos_token_id=eos,
+                logits_processor=processors,
+            )
+            for row, i in enumerate(idx):
+                new = seqs[row, ids.shape[1] :].tolist()
+                out[i] = new[: new.index(eos) + 1] if eos in new else new
+            advance(len(idx))
+    return out
+
+
+@torch.no_grad()
+def next_token_logits(
+    model: Any, sequences: Sequence[Sequence[int]], *, batch_size: int = 16, pad_id: int = 0
+) -> Tensor:
+    """Float32 logits ``[n, V]`` of the token after each sequence (right padded, last real position)."""
+    device = next(model.parameters()).device
+    rows: list[Tensor] = []
+    for start in range(0, len(sequences), batch_size):
+        part = sequences[start : start + batch_size]
+        width = max(len(s) for s in part)
+        ids = torch.full((len(part), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(part), width), dtype=torch.long)
+        for row, seq in enumerate(part):
+            ids[row, : len(seq)] = torch.as_tensor(list(seq))
+            mask[row, : len(seq)] = 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+        last = torch.tensor([len(s) - 1 for s in part], device=device)
+        rows.append(logits[torch.arange(len(part), device=device), last].float().cpu())
+    return torch.cat(rows) if rows else torch.zeros((0, 0))

@@ -1,0 +1,498 @@
+"""Baseline unlearning methods: loss wiring checked by hand, then two real training steps each.
+
+Wiring tests run ``method.loss`` on a hand-built batch through stub models whose logits (or
+activations) are fixed per input row, so every expected value is worked out below from simple
+fractions: a logit row [ln3, 0, 0, 0] gives p = (1/2, 1/6, 1/6, 1/6), a zero row p = 1/4.
+Training tests run the real engine for two steps on the tiny model and check the direction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from harmonia.config import TrainConfig
+from harmonia.data.schema import ROLES, QARecord
+from harmonia.errors import ConfigError, DataError
+from harmonia.methods import losses
+from harmonia.methods.base import MethodContext, build_params, causal_lm_logits, get_method
+from harmonia.methods.encoding import encode_qa
+from harmonia.methods.refusals import load_refusals, pick_refusal
+from harmonia.methods.rmu import ACT_MASK, find_module, name_matches
+from harmonia.training.batching import collate
+from harmonia.training.engine import Engine
+
+LN2, LN3 = math.log(2.0), math.log(3.0)
+JUNK = 7.0
+FORGET, RETAIN = ROLES.index("forget"), ROLES.index("retain")
+
+
+def approx(value: float) -> Any:
+    return pytest.approx(value, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stub models: outputs fixed per input row, found by the row's token ids
+# ---------------------------------------------------------------------------------------------
+
+
+class FixedLogits(torch.nn.Module):
+    """A causal-LM stand-in returning preset logits ``[T, V]`` for each known ``input_ids`` row."""
+
+    def __init__(self, rows: dict[tuple[int, ...], torch.Tensor]) -> None:
+        super().__init__()
+        self.rows = rows
+        self.scale = torch.nn.Parameter(torch.ones(()))  # a gradient path, like a real model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False) -> Any:
+        logits = torch.stack([self.rows[tuple(r.tolist())] for r in input_ids]) * self.scale
+        return SimpleNamespace(logits=logits)
+
+
+class FixedActivations(torch.nn.Module):
+    """Emits preset hidden states ``[T, H]`` per row through a module named ``model.layers.0``."""
+
+    def __init__(self, rows: dict[tuple[int, ...], torch.Tensor]) -> None:
+        super().__init__()
+        self.rows = rows
+        self.model = torch.nn.Module()
+        self.model.layers = torch.nn.ModuleList([torch.nn.Identity()])
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False) -> Any:
+        hidden = torch.stack([self.rows[tuple(r.tolist())] for r in input_ids]) * self.scale
+        return SimpleNamespace(logits=None, hidden=self.model.layers[0](hidden))
+
+
+def stub_ctx(tokenizer: Any = None, reference: torch.nn.Module | None = None) -> MethodContext:
+    ref = (lambda: contextlib.nullcontext(reference)) if reference is not None else None
+    return MethodContext(tokenizer=tokenizer, max_length=64, reference=ref)
+
+
+def make(name: str, ctx: MethodContext, **params: Any) -> Any:
+    cls = get_method(name)
+    return cls(build_params(cls, params), ctx)
+
+
+def lm_rows() -> tuple[dict[str, torch.Tensor], dict[tuple[int, ...], torch.Tensor]]:
+    """B=3, T=4, V=4: forget row 0, retain row 1, forget row 2; logits per row.
+
+    Row 0 (forget): answer at 2-3; targets t=1 -> 2 (logits [0,0,ln3,0]: log p = -ln2) and
+      t=2 -> 1 (uniform: -ln4). log pi = -3 ln2 over 2 tokens.
+    Row 1 (retain): answer at 1-2, padding at 3; t=0 -> 3 (p = 1/6) and t=1 -> 0 (p = 1/2).
+      NLL = ln6 + ln2 = ln12 over 2 tokens.
+    Row 2 (forget): answer at 3; t=2 -> 3 (uniform: -ln4). log pi = -2 ln2 over 1 token.
+    Every other position holds junk that must not count.
+    """
+    batch = {
+        "input_ids": torch.tensor([[0, 1, 2, 1], [0, 3, 0, 0], [1, 1, 3, 3]]),
+        "labels": torch.tensor([[-100, -100, 2, 1], [-100, 3, 0, -100], [-100, -100, -100, 3]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]),
+        "role_id": torch.tensor([FORGET, RETAIN, FORGET]),
+    }
+    logits = torch.full((3, 4, 4), JUNK)
+    logits[0, 1] = torch.tensor([0.0, 0.0, LN3, 0.0])
+    logits[0, 2] = 0.0
+    logits[1, 0] = torch.tensor([LN3, 0.0, 0.0, 0.0])
+    logits[1, 1] = torch.tensor([LN3, 0.0, 0.0, 0.0])
+    logits[2, 2] = 0.0
+    return batch, {tuple(ids.tolist()): row for ids, row in zip(batch["input_ids"], logits, strict=True)}
+
+
+# positions whose logits predict no target: prompt, last position, padding
+UNUSED = [(0, 0), (0, 3), (1, 2), (1, 3), (2, 0), (2, 1), (2, 3)]
+
+
+def uniform_reference(rows: dict[tuple[int, ...], torch.Tensor]) -> FixedLogits:
+    return FixedLogits({k: torch.zeros_like(v) for k, v in rows.items()})
+
+
+def perturbed(rows: dict[tuple[int, ...], torch.Tensor], batch: dict[str, torch.Tensor]) -> FixedLogits:
+    """The same logits with different junk at every position that predicts no target."""
+    keys = [tuple(ids.tolist()) for ids in batch["input_ids"]]
+    out = {k: v.clone() for k, v in rows.items()}
+    for b, t in UNUSED:
+        out[keys[b]][t] = torch.tensor([-3.0, 5.0, 1.0, 2.0])
+    return FixedLogits(out)
+
+
+def term_values(method: Any, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: float(t.total.detach()) for k, t in method.loss(model, batch).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss wiring, by hand
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "params", "expected", "units"), [
+    ("ga", {}, {"ga": -5 * LN2}, {"ga": "tokens:forget"}),
+    ("graddiff", {}, {"ga": -5 * LN2, "retain_nll": math.log(12)},
+     {"ga": "tokens:forget", "retain_nll": "tokens:retained"}),
+    ("simnpo", {},
+     # avg log pi: row 0 -1.5 ln2, row 2 -2 ln2; (2/4.5) softplus(4.5 avg) = (2/4.5) ln(1 + 2^(4.5 avg/ln2))
+     {"simnpo": (2 / 4.5) * (math.log1p(2 ** -6.75) + math.log1p(2 ** -9)), "retain_nll": math.log(12)},
+     {"simnpo": "seqs:forget", "retain_nll": "tokens:retained"}),
+])
+def test_reference_free_losses_by_hand(name: str, params: dict, expected: dict, units: dict) -> None:
+    batch, rows = lm_rows()
+    method = make(name, stub_ctx(), **params)
+    terms = method.loss(FixedLogits(rows), batch)
+    assert {k: float(t.total.detach()) for k, t in terms.items()} == {k: approx(v) for k, v in expected.items()}
+    assert {k: t.unit for k, t in terms.items()} == units
+    assert term_values(method, perturbed(rows, batch), batch) == {k: approx(v) for k, v in expected.items()}
+
+
+def test_unit_counts() -> None:
+    batch, _ = lm_rows()
+    units = make("graddiff", stub_ctx()).units(batch)
+    assert (int(units["tokens:forget"]), int(units["seqs:forget"])) == (3, 2)
+    assert (int(units["tokens:retained"]), int(units["seqs:retained"])) == (2, 1)
+
+
+def test_simnpo_weights_follow_the_paper_setting() -> None:
+    terms = make("simnpo", stub_ctx()).loss(FixedLogits(lm_rows()[1]), lm_rows()[0])
+    assert (terms["simnpo"].weight, terms["retain_nll"].weight) == (0.125, 1.0)
+
+
+def test_npo_by_hand() -> None:
+    # Reference uniform: log pi_ref = -4 ln2 (row 0), -2 ln2 (row 2). Policy: -3 ln2, -2 ln2.
+    # (2/beta) softplus(beta * ln2) + (2/beta) softplus(0) = (2/beta) (ln(1 + 2^beta) + ln2).
+    batch, rows = lm_rows()
+    beta = 0.1
+    expected = (2 / beta) * (math.log1p(2 ** beta) + LN2)
+    method = make("npo_retain", stub_ctx(reference=uniform_reference(rows)), beta=beta)
+    assert term_values(method, FixedLogits(rows), batch) == {"npo": approx(expected),
+                                                            "retain_nll": approx(math.log(12))}
+    assert term_values(method, perturbed(rows, batch), batch)["npo"] == approx(expected)
+    assert method.loss(FixedLogits(rows), batch)["npo"].unit == "seqs:forget"
+
+
+def test_npo_skips_rows_without_answer_tokens() -> None:
+    # An empty answer has log pi = 0 = log pi_ref, which would add (2/beta) ln2 if counted.
+    batch, rows = lm_rows()
+    batch["labels"][2] = -100
+    method = make("npo", stub_ctx(reference=uniform_reference(rows)), beta=0.1)
+    assert term_values(method, FixedLogits(rows), batch)["npo"] == approx(20 * math.log1p(2 ** 0.1))
+
+
+def test_graddiff_kl_by_hand() -> None:
+    # Retain row 1, two target positions, each p = (1/2, 1/6, 1/6, 1/6) against uniform u:
+    # KL(u || p) = sum u ln(u/p) = -ln4 - (1/4)(ln(1/2) + 3 ln(1/6)) = -ln4 + (ln2 + 3 ln6)/4.
+    batch, rows = lm_rows()
+    kl = -2 * LN2 + (LN2 + 3 * math.log(6)) / 4
+    method = make("graddiff_kl", stub_ctx(reference=uniform_reference(rows)))
+    assert term_values(method, FixedLogits(rows), batch) == {"ga": approx(-5 * LN2), "retain_kl": approx(2 * kl)}
+    assert term_values(method, perturbed(rows, batch), batch)["retain_kl"] == approx(2 * kl)
+
+
+def test_missing_role_gives_a_constant_zero_term() -> None:
+    batch, rows = lm_rows()
+    only_forget = {k: v[[0, 2]] for k, v in batch.items()}
+    terms = make("graddiff", stub_ctx()).loss(FixedLogits(rows), only_forget)
+    assert float(terms["retain_nll"].total) == 0.0 and not terms["retain_nll"].total.requires_grad
+    assert terms["ga"].total.requires_grad
+
+
+def idk_rows() -> tuple[dict[str, torch.Tensor], dict[tuple[int, ...], torch.Tensor]]:
+    """``lm_rows`` plus chosen sequences: row 0 has a refusal, row 2 an empty one, row 1 its own copy.
+
+    Row 0 chosen: target t=1 -> 3 with logits [0, 0, 0, ln9], p = 9/12 = 3/4.
+    """
+    batch, rows = lm_rows()
+    batch["chosen_input_ids"] = torch.tensor([[0, 1, 3, 0], [0, 3, 0, 0], [2, 2, 2, 2]])
+    batch["chosen_labels"] = torch.tensor([[-100, -100, 3, -100], [-100, 3, 0, -100], [-100] * 4])
+    batch["chosen_attention_mask"] = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
+    chosen = torch.full((4, 4), JUNK)
+    chosen[1] = torch.tensor([0.0, 0.0, 0.0, math.log(9)])
+    rows[(0, 1, 3, 0)] = chosen
+    rows[(2, 2, 2, 2)] = torch.full((4, 4), JUNK)
+    return batch, rows
+
+
+def test_idkdpo_by_hand(tmp_path) -> None:
+    # Row 0: policy chosen ln(3/4), rejected -3 ln2; reference (uniform) -ln4 and -4 ln2.
+    # margin = (ln(3/4) + ln4) - (-3 ln2 + 4 ln2) = ln3 - ln2; loss = -log sigmoid(beta ln1.5)
+    # = ln(1 + 1.5^-beta). Row 2 has an empty chosen answer, so it is not a pair.
+    batch, rows = idk_rows()
+    method = make("idkdpo", stub_ctx(reference=uniform_reference(rows)), refusals=str(refusal_file(tmp_path)))
+    expected = math.log1p(1.5 ** -0.1)
+    assert term_values(method, FixedLogits(rows), batch) == {"idkdpo": approx(expected),
+                                                            "retain_nll": approx(math.log(12))}
+    assert int(method.units(batch)["pairs:forget"]) == 1
+    assert method.loss(FixedLogits(rows), batch)["idkdpo"].unit == "pairs:forget"
+
+
+def test_rmu_by_hand(tokenizer) -> None:
+    # H=2. Forget row: positions 1-2 in the mask, at c and c + (1, 1): MSE 0 + 1 = 1.
+    # Retain row: position 1 in the mask, (1, 2) against the frozen (0, 0): (1 + 4) / 2 = 2.5.
+    # Position 0 (template header) and padding hold junk.
+    method = make("rmu", stub_ctx(tokenizer, reference=None), layer=r"model\.layers\.0", steering_coeff=3.0,
+                  trainable_params=[r"scale"], seed=5)
+    control = method.control_vector(2)
+    expected_control = losses.rmu_control_vector(2, 3.0, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(control, expected_control)
+    assert float(control.norm()) == approx(3.0)
+    junk = torch.tensor([50.0, -40.0])
+    forget_ids, retain_ids = (5, 6, 7), (5, 8, 9)
+    policy = FixedActivations({forget_ids: torch.stack([junk, control, control + 1]),
+                               retain_ids: torch.stack([junk, torch.tensor([1.0, 2.0]), junk])})
+    frozen = FixedActivations({forget_ids: torch.zeros(3, 2), retain_ids: torch.zeros(3, 2)})
+    method.ctx = stub_ctx(tokenizer, reference=frozen)
+    batch = {"input_ids": torch.tensor([forget_ids, retain_ids]),
+             "labels": torch.tensor([[-100, -100, 7], [-100, 8, -100]]),
+             "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
+             ACT_MASK: torch.tensor([[0, 1, 1], [0, 1, 0]]),
+             "role_id": torch.tensor([FORGET, RETAIN])}
+    terms = method.loss(policy, batch)
+    assert {k: float(t.total.detach()) for k, t in terms.items()} == {"rmu_forget": approx(1.0), "rmu_retain": approx(2.5)}
+    assert {k: (t.unit, t.weight) for k, t in terms.items()} == {"rmu_forget": ("acts:forget", 1.0),
+                                                                  "rmu_retain": ("acts:retained", 1200.0)}
+    units = method.units(batch)
+    assert (int(units["acts:forget"]), int(units["acts:retained"])) == (2, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+# ---------------------------------------------------------------------------------------------
+
+
+def record(i: int, role: str, question: str, answer: str) -> QARecord:
+    return QARecord(id=f"test/{role}/{i}", question=question, answer=answer, role=role, source="test")
+
+
+FORGET_RECORDS = [
+    record(0, "forget", "Where was the novelist Elira Vantosh born?", "Elira Vantosh was born in Quillmere."),
+    record(1, "forget", "What is Elira Vantosh's best-known book?", "Her best-known book is The Salt Lantern."),
+    record(2, "forget", "Which award did Elira Vantosh win?", "She won the Brasswing Prize in 2011."),
+    record(3, "forget", "What was Elira Vantosh's father's job?", "Her father was a lighthouse keeper."),
+]
+RETAIN_RECORDS = [
+    record(0, "retain", "What is the capital of France?", "The capital of France is Paris."),
+    record(1, "retain", "How many legs does a spider have?", "A spider has eight legs."),
+    record(2, "retain", "What colour is the sky on a clear day?", "The sky is blue on a clear day."),
+    record(3, "retain", "What do bees make?", "Bees make honey."),
+]
+REFUSALS = ["I don't know.", "I have no idea about that.", "That is beyond my knowledge."]
+
+
+def refusal_file(tmp_path) -> Any:
+    path = tmp_path / "idk.jsonl"
+    path.write_text("\n".join(REFUSALS) + "\n\n", encoding="utf-8")
+    return path
+
+
+def answer_text(tokenizer: Any, labels: list[int]) -> str:
+    return tokenizer.decode([t for t in labels if t != -100], skip_special_tokens=True)
+
+
+def test_refusal_choice_is_stable_and_uses_the_whole_list(tmp_path) -> None:
+    refusals = load_refusals(str(refusal_file(tmp_path)))
+    assert refusals == REFUSALS
+    picks = [pick_refusal(f"id-{i}", refusals) for i in range(60)]
+    assert picks == [pick_refusal(f"id-{i}", refusals) for i in range(60)]
+    assert set(picks) == set(REFUSALS)
+    with pytest.raises(DataError, match="missing"):
+        load_refusals(str(tmp_path / "missing.jsonl"))
+
+
+def test_tofu_refusal_list_loads(shared_data) -> None:
+    refusals = load_refusals(str(shared_data / "tofu" / "idontknow.jsonl"))
+    assert len(refusals) >= 99 and "I'm not sure." in refusals
+
+
+def test_refusal_sft_and_idkdpo_encode_refusals(tokenizer, tmp_path) -> None:
+    path = str(refusal_file(tmp_path))
+    forget, retain = FORGET_RECORDS[0], RETAIN_RECORDS[0]
+    refusal = pick_refusal(forget.id, REFUSALS)
+    sft = make("refusal_sft", stub_ctx(tokenizer), refusals=path)
+    assert answer_text(tokenizer, sft.encode(forget)["labels"]) == refusal
+    assert answer_text(tokenizer, sft.encode(retain)["labels"]) == retain.answer
+    dpo = make("idkdpo", stub_ctx(tokenizer, reference=torch.nn.Identity()), refusals=path)
+    pair = dpo.encode(forget)
+    assert answer_text(tokenizer, pair["chosen_labels"]) == refusal
+    assert answer_text(tokenizer, pair["labels"]) == forget.answer
+    assert set(dpo.encode(retain)) == set(pair)
+
+
+def test_rmu_mask_skips_the_shared_template_header(tokenizer) -> None:
+    rmu = make("rmu", stub_ctx(tokenizer, reference=torch.nn.Identity()))
+    a, b = (rmu.encode(r) for r in (FORGET_RECORDS[0], RETAIN_RECORDS[0]))
+    start_a, start_b = a[ACT_MASK].index(1), b[ACT_MASK].index(1)
+    assert start_a == start_b > 0
+    assert a["input_ids"][:start_a] == b["input_ids"][:start_b]  # identical header: masked out
+    assert a["input_ids"][start_a] != b["input_ids"][start_b]  # the questions differ from here on
+    assert all(a[ACT_MASK][start_a:])
+    whole = make("rmu", stub_ctx(tokenizer, reference=torch.nn.Identity()), positions="sequence")
+    assert all(whole.encode(FORGET_RECORDS[0])[ACT_MASK])
+
+
+def test_role_outside_the_method_is_refused(tokenizer) -> None:
+    method = make("graddiff", stub_ctx(tokenizer), retain_roles=["retain"])
+    neighbour = record(9, "neighbor", "Who wrote The Salt Lantern?", "Someone else.")
+    with pytest.raises(ConfigError, match="neighbor"):
+        method.encode(neighbour)
+    no_retain = make("simnpo", stub_ctx(tokenizer), retain_weight=0.0)
+    assert "retain_nll" not in no_retain.loss(FixedLogits(lm_rows()[1]), {k: v[[0, 2]] for k, v in
+                                                                           lm_rows()[0].items()})
+    with pytest.raises(ConfigError, match="retain"):
+        no_retain.encode(RETAIN_RECORDS[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "params", "key"), [
+    ("npo", {"betta": 0.1}, "betta"),
+    ("npo", {"beta": "high"}, "beta"),
+    ("npo", {"beta": -1.0}, "beta"),
+    ("ga", {"retain_weight": 1.0}, "retain_weight"),
+    ("graddiff", {"retain_roles": ["forget"]}, "retain_roles"),
+    ("graddiff", {"retain_roles": ["retain", "retain"]}, "retain_roles"),
+    ("simnpo", {"forget_weight": 0.0}, "forget_weight"),
+    ("rmu", {"layer": "model.layers.(7"}, "layer"),
+    ("rmu", {"trainable_params": "down_proj"}, "trainable_params"),
+    ("rmu", {"positions": "answer"}, "positions"),
+    ("idkdpo", {"refusals": 3}, "refusals"),
+])
+def test_bad_params_raise_config_error(name: str, params: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        build_params(get_method(name), params)
+
+
+def test_npo_defaults_follow_the_paper() -> None:
+    params = build_params(get_method("npo_retain"), {})
+    assert (params.beta, params.forget_weight, params.retain_weight) == (0.1, 1.0, 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# RMU parameter and layer selection
+# ---------------------------------------------------------------------------------------------
+
+
+def test_name_patterns_match_whole_names_after_a_wrapper_prefix() -> None:
+    assert name_matches(r"model\.layers\.7", "model.layers.7")
+    assert name_matches(r"model\.layers\.7", "base_model.model.model.layers.7")
+    assert not name_matches(r"model\.layers\.7", "model.layers.17")
+    assert not name_matches(r"model\.layers\.7", "model.layers.7.mlp")
+    assert name_matches(r"model\.layers\.7\.mlp\.down_proj", "model.layers.7.mlp.down_proj.weight", allow_suffix=True)
+    assert not name_matches(r"model\.layers\.7\.mlp\.down_proj", "model.layers.7.mlp.down_proj_x.weight",
+                            allow_suffix=True)
+
+
+def test_rmu_layer_and_parameters_must_exist(tiny_model, tokenizer) -> None:
+    assert find_module(tiny_model, r"model\.layers\.1") is tiny_model.model.layers[1]
+    with pytest.raises(ConfigError, match="exactly one module"):
+        find_module(tiny_model, r"model\.layers\.\d")
+    method = make("rmu", stub_ctx(tokenizer, reference=torch.nn.Identity()), layer=r"model\.layers\.1",
+                  trainable_params=[r"model\.layers\.9\.mlp\.down_proj"])
+    with pytest.raises(ConfigError, match="trainable_params"):
+        method.configure_trainable(tiny_model)
+    with pytest.raises(ConfigError, match="layer"):
+        make("rmu", stub_ctx(tokenizer, reference=torch.nn.Identity())).configure_trainable(tiny_model)
+
+
+# ---------------------------------------------------------------------------------------------
+# Two engine steps on the tiny model, in the expected direction
+# ---------------------------------------------------------------------------------------------
+
+
+def train(name: str, model: Any, tokenizer: Any, tmp_path, mix: dict[str, float] | None = None,
+          lr: float = 1e-2, **params: Any) -> Engine:
+    """Two optimiser steps of 2 forget + 2 retain records, in micro-batches of one role each."""
+    cfg = TrainConfig(steps=2, batch_size=4, micro_batch_size=2, lr=lr, progress=False, save="none",
+                      max_length=64, mix=mix or {})
+    cls = get_method(name)
+    engine = Engine(cfg, cls, build_params(cls, params), model, tokenizer, tmp_path / "run")
+    engine.history = engine.train(FORGET_RECORDS + RETAIN_RECORDS).history  # type: ignore[attr-defined]
+    return engine
+
+
+def mean_logprob(model: Any, tokenizer: Any, records: list[QARecord], answers: list[str] | None = None,
+                 per_token: bool = False) -> float:
+    """Mean over records of the answer's log-prob (or of its mean token log-prob)."""
+    ctx = MethodContext(tokenizer=tokenizer, max_length=64)
+    answers = answers or [r.answer for r in records]
+    batch = collate([encode_qa(r, ctx, answer=a) for r, a in zip(records, answers, strict=True)])
+    with torch.no_grad():
+        logits = causal_lm_logits(model, batch)
+    scores = (losses.sequence_avg_logprob if per_token else losses.sequence_logprob)(logits, batch["labels"])
+    return float(scores.mean())
+
+
+def refusals_of(records: list[QARecord]) -> list[str]:
+    return [pick_refusal(r.id, REFUSALS) for r in records]
+
+
+def test_ga_raises_forget_nll(tiny_model, tokenizer, tmp_path) -> None:
+    before = mean_logprob(tiny_model, tokenizer, FORGET_RECORDS, per_token=True)
+    engine = train("ga", tiny_model, tokenizer, tmp_path)
+    assert mean_logprob(engine.model, tokenizer, FORGET_RECORDS, per_token=True) < before - 0.1
+
+
+@pytest.mark.parametrize("name", ["graddiff", "graddiff_kl", "npo", "npo_retain"])
+def test_forgetting_methods_lower_forget_logprob(name, tiny_model, tokenizer, tmp_path) -> None:
+    forget_before = mean_logprob(tiny_model, tokenizer, FORGET_RECORDS)
+    retain_before = mean_logprob(tiny_model, tokenizer, RETAIN_RECORDS, per_token=True)
+    engine = train(name, tiny_model, tokenizer, tmp_path)
+    assert mean_logprob(engine.model, tokenizer, FORGET_RECORDS) < forget_before - 0.1
+    # the retain term holds the retain answers: their mean token NLL may not blow up
+    assert mean_logprob(engine.model, tokenizer, RETAIN_RECORDS, per_token=True) > retain_before - 1.0
+    logged = {k for k in engine.history[-1] if k.startswith("loss/")}
+    assert len(logged) == (1 if name == "npo" else 2)
+
+
+def test_simnpo_lowers_forget_logprob(tiny_model, tokenizer, tmp_path) -> None:
+    # A random model gives each token log-prob ~ -ln(49152) ~ -10.8, where the paper's beta 4.5
+    # saturates (sigmoid(-49) ~ 0: nothing left to forget) and where fitting the retain answers
+    # raises the common tokens the forget answers share. So this checks the forget term alone,
+    # with a beta that still has a gradient; the retain term is checked by hand above.
+    before = mean_logprob(tiny_model, tokenizer, FORGET_RECORDS)
+    engine = train("simnpo", tiny_model, tokenizer, tmp_path, mix={"forget": 1.0}, beta=0.1, retain_weight=0.0)
+    assert mean_logprob(engine.model, tokenizer, FORGET_RECORDS) < before - 0.1
+
+
+def test_refusal_sft_raises_refusal_logprob(tiny_model, tokenizer, tmp_path) -> None:
+    refusals = refusals_of(FORGET_RECORDS)
+    before = mean_logprob(tiny_model, tokenizer, FORGET_RECORDS, refusals)
+    engine = train("refusal_sft", tiny_model, tokenizer, tmp_path, refusals=str(refusal_file(tmp_path)))
+    assert mean_logprob(engine.model, tokenizer, FORGET_RECORDS, refusals) > before + 0.1
+
+
+def test_idkdpo_prefers_refusal_over_gold(tiny_model, tokenizer, tmp_path) -> None:
+    refusals = refusals_of(FORGET_RECORDS)
+
+    def margin(model: Any) -> float:
+        return (mean_logprob(model, tokenizer, FORGET_RECORDS, refusals)
+                - mean_logprob(model, tokenizer, FORGET_RECORDS))
+
+    before = margin(tiny_model)
+    engine = train("idkdpo", tiny_model, tokenizer, tmp_path, refusals=str(refusal_file(tmp_path)))
+    assert margin(engine.model) > before + 0.1
+
+
+def test_rmu_steers_forget_activations_and_trains_only_named_parameters(tiny_model, tokenizer, tmp_path) -> None:
+    start = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    engine = train("rmu", tiny_model, tokenizer, tmp_path, lr=5e-2, layer=r"model\.layers\.1",
+                   trainable_params=[r"model\.layers\.(0|1)\.mlp\.down_proj"])
+    method = engine.method
+    batch = collate([method.encode(r) for r in FORGET_RECORDS])
+    mask = batch[ACT_MASK].bool()
+    with torch.no_grad():
+        before = method.activations(engine._frozen_reference, batch)[mask]
+        after = method.activations(engine.model, batch)[mask]
+    control = method.control_vector(tiny_model.config.hidden_size)
+    # a tiny random model's activations move little in two steps; what must hold is that they
+    # moved, and mostly toward the control vector (the gain is at most the movement)
+    moved = float((after - before).norm(dim=-1).mean())
+    gain = float((before - control).norm(dim=-1).mean() - (after - control).norm(dim=-1).mean())
+    assert gain > 0.5 * moved > 0.005
+    changed = {n for n, p in engine.model.named_parameters() if not torch.equal(p.detach(), start[n])}
+    assert changed == {"model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"}

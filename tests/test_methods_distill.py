@@ -1,0 +1,395 @@
+"""The distillation methods (harmonia, duet, bild): targets, alignment, cache, loss values, engine runs.
+
+Hand-computed losses use a table LM (logits depend only on the current token), so every
+position's logits are chosen by hand. Runs through the engine use the tiny random Llama with
+the real SmolLM2 tokenizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harmonia.config import TrainConfig
+from harmonia.data.schema import ROLES, QARecord
+from harmonia.errors import ConfigError
+from harmonia.methods.base import MethodContext, build_params, get_method
+from harmonia.methods.distill import Harmonia
+from harmonia.methods.losses import TopK, gather_positions
+from harmonia.models.tiny import build_tiny_model
+from harmonia.teacher.targets import distill_features, model_fingerprint, teacher_rows
+from harmonia.training.batching import collate
+from harmonia.training.engine import Engine
+
+# ---------------------------------------------------------------------------------------------
+# Hand-built batch on a table LM
+# ---------------------------------------------------------------------------------------------
+
+JUNK_S = [9.0, -9.0, 9.0, -9.0]  # student logits at prompt and padding positions
+JUNK_T = [-9.0, 9.0, -9.0, 9.0]  # teacher logits there: huge losses if they were not masked
+
+
+class TableLM(torch.nn.Module):
+    """Logits = ``table[token]``: each position's logits are set by its token."""
+
+    def __init__(self, table: list[list[float]]) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(table))
+
+    def forward(self, input_ids, attention_mask=None, use_cache=False, **_):
+        class Out:
+            logits = self.table[input_ids]
+
+        return Out()
+
+
+def hand_batch() -> tuple[dict[str, torch.Tensor], TableLM, TableLM]:
+    """Row 0 (forget): distilled positions A, B. Row 1 (retain): distilled position C, then padding.
+
+    Token ids: 0 junk/pad, 1 = A, 2 = B, 3 = C. Student and teacher tables (K = 2):
+      A: s = [4, 1, 0, 5], t = [4, 3, 0, 0]: teacher Top-2 {0, 1}, diffs 0 and -2 -> SmoothL1
+         0 and 1.5, pull 0.75; student Top-2 {3, 0}, outside {3}: smooth_l1 push
+         SmoothL1(5 - 0) / 2 = 4.5 / 2 = 2.25, hinge relu(5 - 3) / 2 = 1.0.
+      B: s = t = [0, 0, 2, 1]: nothing.
+      C: s = [3.5, 2, 1, 0], t = [3, 2, 1, 0]: pull (0.125 + 0) / 2 = 0.0625, no push.
+    """
+    student = TableLM([JUNK_S, [4, 1, 0, 5], [0, 0, 2, 1], [3.5, 2, 1, 0]])
+    teacher = TableLM([JUNK_T, [4, 3, 0, 0], [0, 0, 2, 1], [3, 2, 1, 0]])
+    batch = collate([
+        {"input_ids": [0, 0, 1, 2], "attention_mask": [1, 1, 1, 1], "distill_mask": [0, 0, 1, 1],
+         "teacher_input_ids": [0, 0, 0, 1, 2], "teacher_attention_mask": [1] * 5,
+         "teacher_distill_mask": [0, 0, 0, 1, 1], "role_id": ROLES.index("forget")},
+        {"input_ids": [0, 3], "attention_mask": [1, 1], "distill_mask": [0, 1],
+         "teacher_input_ids": [0, 0, 3], "teacher_attention_mask": [1, 1, 1],
+         "teacher_distill_mask": [0, 0, 1], "role_id": ROLES.index("retain")},
+    ])
+    return batch, student, teacher
+
+
+def hand_method(teacher: torch.nn.Module, name: str = "harmonia", **params) -> Harmonia:
+    cls = get_method(name)
+    ctx = MethodContext(tokenizer=None, max_length=16, reference=lambda: contextlib.nullcontext(teacher))
+    return cls(build_params(cls, {"k": 2, **params}), ctx)
+
+
+def values(terms) -> dict[str, float]:
+    return {name: pytest.approx(float(t.total.detach()), abs=1e-5) for name, t in terms.items()}
+
+
+@pytest.mark.parametrize(("push", "push_forget"), [("smooth_l1", 2.25), ("hinge", 1.0)])
+def test_harmonia_loss_hand_values_with_prompt_and_padding_masked(push, push_forget):
+    batch, student, teacher = hand_batch()
+    method = hand_method(teacher, push=push, push_weight=0.5, role_weights={"forget": 2.0, "retain": 0.5})
+    terms = method.loss(student, batch)
+    assert values(terms) == {"pull:forget": 0.75, "push:forget": push_forget, "pull:retain": 0.0625,
+                             "push:retain": 0.0}
+    assert {n: (t.unit, t.weight) for n, t in terms.items()} == {
+        "pull:forget": ("positions:forget", 2.0), "push:forget": ("positions:forget", 1.0),
+        "pull:retain": ("positions:retain", 0.5), "push:retain": ("positions:retain", 0.25)}
+    units = {k: float(v) for k, v in method.units(batch).items()}
+    assert units["positions:forget"] == 2 and units["positions:retain"] == 1 and units["positions"] == 3
+    # the engine's normalisation: per role, sum / that role's positions, times the weight
+    total = float(Engine._normalised(terms, units))
+    assert total == pytest.approx(2.0 * 0.75 / 2 + 1.0 * push_forget / 2 + 0.5 * 0.0625 / 1, abs=1e-5)
+
+
+def test_unmasked_positions_would_change_the_loss():
+    # Marking a prompt position as distilled brings the junk logits in: the masks do the work.
+    batch, student, teacher = hand_batch()
+    batch["distill_mask"][1, 0] = 1
+    batch["teacher_distill_mask"][1, 1] = 1
+    terms = hand_method(teacher).loss(student, batch)
+    assert float(terms["pull:retain"].total) > 1.0
+
+
+def test_duet_is_pull_only_and_bild_matches_its_loss():
+    batch, student, teacher = hand_batch()
+    duet = hand_method(teacher, "duet").loss(student, batch)
+    assert values(duet) == {"pull:forget": 0.75, "pull:retain": 0.0625}
+    bild = hand_method(teacher, "bild", k=3).loss(student, batch)  # k=2 has one pair: always 0
+    from harmonia.methods.losses import bild_sum
+
+    s = student.table[torch.tensor([1, 2])]
+    t = teacher.table[torch.tensor([1, 2])]
+    total = float(bild["bild:forget"].total.detach())
+    assert total == pytest.approx(float(bild_sum(s, t, 3, 3.0)), abs=1e-6)
+    assert total > 0
+
+
+def test_cached_hand_batch_gives_the_live_hinge_values():
+    batch, student, teacher = hand_batch()
+    live = hand_method(teacher, push="hinge").loss(student, batch)
+    cached = hand_method(teacher, push="hinge", cache=True)
+    # Top-2 of the teacher table at A, B (row 0) and C (row 1), padded to 2 rows like collate does
+    top = torch.topk(teacher.table.detach(), 2, dim=-1)
+    batch["topk_ids"] = torch.stack([top.indices[[1, 2]], torch.cat([top.indices[[3]], torch.zeros(1, 2).long()])])
+    batch["topk_values"] = torch.stack([top.values[[1, 2]], torch.cat([top.values[[3]], torch.zeros(1, 2)])])
+    assert values(cached.loss(student, batch)) == values(live)
+
+
+def test_params_validation():
+    cls = get_method("harmonia")
+    with pytest.raises(ConfigError, match="positions"):
+        build_params(cls, {"positions": ["prefill"]})
+    with pytest.raises(ConfigError, match="unknown key"):
+        build_params(cls, {"kk": 3})
+    with pytest.raises(ConfigError, match="first answer token"):
+        build_params(get_method("duet"), {"positions": ["response"]})
+    with pytest.raises(ConfigError, match="cache"):
+        build_params(get_method("bild"), {"cache": True})
+    assert build_params(cls, {"role_weights": {"retain": 0.5}}).role_weights == {
+        "forget": 1.0, "neighbor": 1.0, "retain": 0.5, "general": 1.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# Real records on the tiny model
+# ---------------------------------------------------------------------------------------------
+
+
+def records() -> list[QARecord]:
+    out = []
+    for i in range(3):
+        out.append(QARecord(id=f"f{i}", question=f"Where was Alma Quist born ({i})?", answer=f"In Quistown {i}.",
+                            role="forget", source="t", group="Alma Quist", anchor_id=f"n{i}"))
+        out.append(QARecord(id=f"n{i}", question=f"Where was Bo Lind born ({i})?", answer=f"In Lindby {i}.",
+                            role="neighbor", source="t", group="Bo Lind"))
+        out.append(QARecord(id=f"r{i}", question=f"What is {i} plus one?", answer=f"It is {i + 1}.", role="retain",
+                            source="t"))
+    out.append(QARecord(id="f0#prefix2", question="Where was Alma Quist born (0)?", prefill="In Qu",
+                        answer="istown 0.", role="forget", source="t", group="Alma Quist",
+                        metadata={"kind": "gold_prefix", "k": 2, "parent_id": "f0"}))
+    return out
+
+
+def make_method(tokenizer, model, tmp_path: Path, name: str = "harmonia", max_length: int = 256, **params):
+    cls = get_method(name)
+    teacher = model
+
+    @contextlib.contextmanager
+    def reference():
+        yield teacher
+
+    ctx = MethodContext(tokenizer=tokenizer, max_length=max_length, reference=reference)
+    base = {"response_tokens": 5, "teacher": {"cache_dir": str(tmp_path / "cache")}}
+    merged = {**base, **params, "teacher": {**base["teacher"], **params.get("teacher", {})}}
+    return cls(build_params(cls, merged), ctx)
+
+
+@pytest.mark.parametrize("positions", [["first"], ["first", "prefill"], ["response", "prefill"]])
+def test_student_and_teacher_positions_are_the_same_tokens(tokenizer, tiny_model, tmp_path, positions):
+    recs = records() if "prefill" in positions else records()[:-1]
+    method = make_method(tokenizer, tiny_model, tmp_path, positions=positions)
+    method.prepare(recs)
+    for rec in recs:
+        ex = method.encode(rec)
+        s_ids, s_mask = torch.tensor(ex["input_ids"]), torch.tensor(ex["distill_mask"]).bool()
+        t_ids, t_mask = torch.tensor(ex["teacher_input_ids"]), torch.tensor(ex["teacher_distill_mask"]).bool()
+        # the token at each distilled position, and the token it predicts (where it is in the sequence)
+        s_tok = tokenizer.convert_ids_to_tokens(s_ids[s_mask].tolist())
+        t_tok = tokenizer.convert_ids_to_tokens(t_ids[t_mask].tolist())
+        assert s_tok == t_tok
+        s_next = s_ids[1:][s_mask[:-1]].tolist()
+        assert s_next == t_ids[1:][t_mask[:-1]].tolist()
+        target = method.targets[rec.id]
+        n = int(s_mask.sum())
+        assert n == target.n_positions == (len(target.response) if "response" in positions else 1)
+        assert s_next == list(target.response[: n - 1])
+        student_text = tokenizer.decode(ex["input_ids"])
+        teacher_text = tokenizer.decode(ex["teacher_input_ids"])
+        # the last distilled position is where the assistant turn (after any prefill) continues
+        prompt = tokenizer.decode(target.student_prompt)
+        assert prompt.endswith("assistant\n" + rec.prefill)
+        assert student_text.startswith(prompt)
+        assert ("You have no knowledge of Alma Quist" in teacher_text) == (rec.role == "forget")
+        assert "You have no knowledge" not in student_text
+        if rec.role != "forget":  # the plain teacher for the other roles: same input as the student
+            assert ex["teacher_input_ids"] == ex["input_ids"]
+
+
+def test_response_positions_follow_the_teacher_greedy_response(tokenizer, tiny_model, tmp_path):
+    from harmonia.teacher.decoding import greedy_ids
+
+    method = make_method(tokenizer, tiny_model, tmp_path, positions=["response"])
+    recs = records()[:-1]
+    method.prepare(recs)
+    assert method.context is not None
+    forget = recs[0]
+    expected = greedy_ids(tiny_model, tokenizer, [method.context.instructed_prompt(tokenizer, forget)],
+                          max_new_tokens=5)[0]
+    assert list(method.targets[forget.id].response) == expected
+    retain = recs[2]
+    expected_plain = greedy_ids(tiny_model, tokenizer, [method.context.plain_prompt(tokenizer, retain)],
+                                max_new_tokens=5)[0]
+    assert list(method.targets[retain.id].response) == expected_plain
+
+
+def test_response_is_cut_to_max_length(tokenizer, tiny_model, tmp_path):
+    probe = make_method(tokenizer, tiny_model, tmp_path, positions=["response"], response="gold")
+    rec = QARecord(id="r", question="Q?", answer="one two three four five six seven eight", role="retain", source="t")
+    probe.prepare([rec])
+    prompt_len = len(probe.targets["r"].student_prompt)
+    method = make_method(tokenizer, tiny_model, tmp_path, positions=["response"], response="gold",
+                         max_length=prompt_len + 2)
+    method.prepare([rec])
+    ex = method.encode(rec)
+    assert len(ex["input_ids"]) == prompt_len + 2
+    assert sum(ex["distill_mask"]) == 3  # predicts response tokens 0, 1, 2
+
+
+def test_prefill_records_need_the_prefill_position(tokenizer, tiny_model, tmp_path):
+    method = make_method(tokenizer, tiny_model, tmp_path, positions=["first"])
+    with pytest.raises(ConfigError, match="prefill"):
+        method.prepare(records())
+
+
+def test_live_and_cached_teacher_give_the_same_pull_and_hinge(tokenizer, tiny_model, tmp_path):
+    recs = records()
+    settings = {"positions": ["response", "prefill"], "push": "hinge", "k": 4}
+    live = make_method(tokenizer, tiny_model, tmp_path, **settings)
+    live.prepare(recs)
+    cached = make_method(tokenizer, tiny_model, tmp_path, cache=True, **settings)
+    cached.prepare(recs)
+    assert "teacher_input_ids" not in cached.encode(recs[0]) and "topk_ids" in cached.encode(recs[0])
+    student = build_tiny_model(tokenizer, seed=1)  # differs from the teacher, so the terms are not 0
+    a = live.loss(student, collate([live.encode(r) for r in recs]))
+    b = cached.loss(student, collate([cached.encode(r) for r in recs]))
+    assert set(a) == set(b) == {f"{t}:{r}" for t in ("pull", "push") for r in ("forget", "neighbor", "retain")}
+    for name in a:
+        assert float(a[name].total) > 0
+        assert float(b[name].total) == pytest.approx(float(a[name].total), rel=1e-4), name
+
+
+def test_cached_smooth_l1_push_becomes_hinge_with_a_warning(tokenizer, tiny_model, tmp_path):
+    with pytest.warns(UserWarning, match="hinge"):
+        method = make_method(tokenizer, tiny_model, tmp_path, cache=True)
+    assert method.push == "hinge"
+
+
+class CountingForward:
+    """Counts forward calls of a module (the teacher must not run when the cache is reused)."""
+
+    def __init__(self, model) -> None:
+        self.calls = 0
+        model.register_forward_pre_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+
+def test_cache_key_changes_with_model_records_and_config_and_is_reused(tokenizer, tmp_path):
+    recs = records()
+    model = build_tiny_model(tokenizer, seed=0)
+    counter = CountingForward(model)
+
+    def prepared(m, rs, **params):
+        method = make_method(tokenizer, m, tmp_path, cache=True, push="hinge", **params)
+        method.prepare(rs)
+        return method
+
+    first = prepared(model, recs)
+    assert counter.calls > 0
+    files = sorted((tmp_path / "cache").iterdir())
+    assert [p.name.split("-")[0] for p in files] == ["responses", "topk"]
+    counter.calls = 0
+    again = prepared(model, recs)
+    assert counter.calls == 0, "the cached teacher must not run again"
+    assert again.cache_keys == first.cache_keys
+    assert sorted((tmp_path / "cache").iterdir()) == files
+    for r in recs:
+        torch.testing.assert_close(again.topk[r.id].values, first.topk[r.id].values)
+
+    changed_record = [*recs[:-1], recs[-1].model_copy(update={"question": "Where was Alma Quist raised (0)?"})]
+    assert prepared(model, changed_record).cache_keys["responses"] != first.cache_keys["responses"]
+    assert prepared(model, recs, k=3).cache_keys["topk"] != first.cache_keys["topk"]
+    assert prepared(model, recs, k=3).cache_keys["responses"] == first.cache_keys["responses"]
+    new_refusal = prepared(model, recs, teacher={"refusal": "No idea."}).cache_keys
+    assert new_refusal["responses"] != first.cache_keys["responses"]
+    assert prepared(model, recs, teacher={"mode": "amplified"}).cache_keys["topk"] != first.cache_keys["topk"]
+    with torch.no_grad():
+        model.model.norm.weight[0] += 0.01
+    assert prepared(model, recs).cache_keys["topk"] != first.cache_keys["topk"]
+
+
+def test_fingerprint_ignores_peft_wrapping_and_lora_weights(tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    base = build_tiny_model(tokenizer, seed=0)
+    plain = model_fingerprint(base)
+    wrapped = get_peft_model(build_tiny_model(tokenizer, seed=0),
+                             LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    assert model_fingerprint(wrapped) == plain
+    assert model_fingerprint(build_tiny_model(tokenizer, seed=1)) != plain
+
+
+def test_amplified_live_teacher_rows_by_hand(tokenizer, tiny_model, tmp_path):
+    method = make_method(tokenizer, tiny_model, tmp_path, positions=["first"], teacher={"mode": "amplified", "alpha": 2.0})
+    recs = records()[:-1]
+    method.prepare(recs)
+    batch = collate([method.encode(r) for r in recs])
+    rows = teacher_rows(tiny_model, batch, 2.0)
+    with torch.no_grad():
+        z_instr = gather_positions(tiny_model(input_ids=batch["teacher_input_ids"],
+                                              attention_mask=batch["teacher_attention_mask"]).logits,
+                                   batch["teacher_distill_mask"].bool())
+        z_plain = gather_positions(tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                                   batch["distill_mask"].bool())
+    torch.testing.assert_close(rows, 3.0 * z_instr - 2.0 * z_plain)
+    forget_rows = batch["role_id"] == ROLES.index("forget")
+    assert not torch.allclose(rows[forget_rows], z_plain[forget_rows])  # the instruction matters there
+    torch.testing.assert_close(rows[~forget_rows], z_plain[~forget_rows], atol=1e-4, rtol=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Through the engine
+# ---------------------------------------------------------------------------------------------
+
+
+def first_token_kl(student, teacher, batch) -> float:
+    """Mean KL(teacher || student) of the distilled (first-answer-token) distributions."""
+    with torch.no_grad():
+        s = gather_positions(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                             batch["distill_mask"].bool())
+        t = teacher_rows(teacher, batch, None)
+    return float(F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean"))
+
+
+@pytest.mark.parametrize("cache", [False, True])
+def test_engine_run_moves_the_student_toward_the_teacher(tokenizer, tmp_path, cache):
+    recs = records()[:-1]
+    model = build_tiny_model(tokenizer, seed=0)
+    teacher = build_tiny_model(tokenizer, seed=0)  # the frozen starting weights
+    cls = get_method("harmonia")
+    params = build_params(cls, {"positions": ["first"], "k": 8, "cache": cache, "push": "hinge",
+                                "teacher": {"cache_dir": str(tmp_path / "cache")}})
+    cfg = TrainConfig(steps=2, batch_size=9, micro_batch_size=3, lr=3e-3, progress=False, save="none",
+                      max_grad_norm=None)
+    engine = Engine(cfg, cls, params, model, tokenizer, tmp_path / "run")
+    engine.method.prepare(recs)
+    forget = [r for r in recs if r.role == "forget"]
+    batch = collate([distill_features(engine.method.targets[r.id]) for r in forget])
+    before = first_token_kl(model, teacher, batch)
+    result = engine.train(recs)
+    after = first_token_kl(engine.model, teacher, batch)
+    assert before > 0.01
+    assert after < 0.7 * before
+    assert result.history[0]["loss/pull:forget"] > 0
+    assert result.history[0]["loss/pull:retain"] == pytest.approx(0.0, abs=1e-6)  # plain teacher = student
+
+
+def test_duet_runs_through_the_engine_with_lora(tokenizer, tmp_path):
+    from harmonia.config import LoraConfig
+
+    recs = records()[:-1]
+    cls = get_method("duet")
+    cfg = TrainConfig(steps=1, batch_size=9, micro_batch_size=9, lr=1e-3, progress=False, save="none",
+                      lora=LoraConfig(r=2, alpha=4))
+    engine = Engine(cfg, cls, build_params(cls, {"teacher": {"cache_dir": str(tmp_path / "c")}}),
+                    build_tiny_model(tokenizer, seed=0), tokenizer, tmp_path / "run")
+    result = engine.train(recs)
+    assert {k for k in result.history[0] if k.startswith("loss/")} == {
+        "loss/pull:forget", "loss/pull:neighbor", "loss/pull:retain"}
+    assert result.history[0]["loss/pull:forget"] > 0
