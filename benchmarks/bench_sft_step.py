@@ -20,6 +20,7 @@ CONFIGS = {
     "fp32": {},
     "bf16": {"bf16": True},
     "bf16-top8": {"bf16": True, "train_top_layers": 8},
+    "fp32-top8": {"train_top_layers": 8},
     "lora": {"bf16": True, "lora": {"r": 16, "alpha": 32}},
 }
 

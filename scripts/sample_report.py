@@ -48,7 +48,7 @@ def _rouge_entry(rng: random.Random, pairs: list[tuple[str, str]], level: float,
             continue
         value = round(min(1.0, max(0.0, rng.gauss(level, 0.2))), 3)
         words = gold.split()
-        kept = words[: max(1, round(len(words) * value))] if value > 0.05 else ["The", "author", "is", "unknown."]
+        kept = words[: max(1, round(len(words) * value))] if value > 0.05 else ["The", "author", "is", "?"]
         per_example.append(value)
         generations.append(" ".join(kept))
         refused.append(0.0)
@@ -78,7 +78,8 @@ def synthetic_run(name: str, seed: int, *, forget: float, neighbour: float, refu
     retain_entry, _, _ = _rouge_entry(rng, NEIGHBOURS[::-1], neighbour + 0.05, "tofu/retain")
     neighbour_ids = neighbour_entry.example_ids
     over = MetricEntry(value=sum(refused) / len(refused), n_used=len(refused), per_example=list(refused),
-                       example_ids=neighbour_ids, details={"generations": neighbour_entry.details["generations"]})
+                       example_ids=neighbour_ids,
+                       details={"generations": neighbour_entry.details["generations"]})
     prefill = {f"k={k}": min(1.0, attack_scale * (0.2 + 0.08 * k)) for k in (1, 2, 5, 10)}
     prefill |= {OPENERS[0]: attack_scale * 0.3, OPENERS[1]: attack_scale * 0.45}
     return EvalResults(
@@ -94,7 +95,8 @@ def synthetic_run(name: str, seed: int, *, forget: float, neighbour: float, refu
         attacks={
             "prefill": _attack(rng, prefill, forget_ids),
             "jailbreak": _attack(rng, {"dan": attack_scale * 0.3, "aim": attack_scale * 0.2}, forget_ids),
-            "relearn": AttackEntry(success_rate={"steps=10": attack_scale * 0.5, "steps=50": attack_scale * 0.7}),
+            "relearn": AttackEntry(success_rate={"steps=10": attack_scale * 0.5,
+                                                 "steps=50": attack_scale * 0.7}),
         },
         objectives=objectives,
         meta={"seed": seed, "config": {"method": name, "top_k": 64, "alpha": 0.5}},
@@ -107,9 +109,9 @@ def sample_results() -> list[EvalResults]:
                            objectives=Objectives(forget_efficacy=0.0, neighbour_retention=1.0, utility=1.0,
                                                  attack_resistance=0.05, combined=0.0))
     harmonia = synthetic_run("harmonia-topk", 2, forget=0.12, neighbour=0.8, refuse=0.1, mmlu=0.43,
-                             attack_scale=0.25, objectives=Objectives(forget_efficacy=0.87, neighbour_retention=0.93,
-                                                                      utility=0.97, attack_resistance=0.8,
-                                                                      combined=0.89))
+                             attack_scale=0.25,
+                             objectives=Objectives(forget_efficacy=0.87, neighbour_retention=0.93,
+                                                   utility=0.97, attack_resistance=0.8, combined=0.89))
     npo = synthetic_run("npo", 3, forget=0.2, neighbour=0.45, refuse=0.4, mmlu=0.38, attack_scale=0.7,
                         objectives=Objectives(forget_efficacy=0.78, neighbour_retention=0.52, utility=0.74,
                                               attack_resistance=0.41, combined=0.57))

@@ -40,7 +40,8 @@ def _history(run: Path) -> list[float]:
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path, tiny_model_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, "-m", "harmonia", "finetune", str(_config(tmp_path, tiny_model_dir, "one"))],
+    one_cfg = _config(tmp_path, tiny_model_dir, "one")
+    single = subprocess.run([sys.executable, "-m", "harmonia", "finetune", str(one_cfg)],
                             capture_output=True, text=True, env=env)
     assert single.returncode == 0, single.stdout[-2000:] + single.stderr[-2000:]
     launcher = Path(sys.executable).with_name("accelerate")

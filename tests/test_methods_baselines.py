@@ -25,10 +25,10 @@ from harmonia.methods.encoding import encode_qa
 from harmonia.methods.refusals import load_refusals, pick_refusal
 from harmonia.methods.rmu import ACT_MASK, find_module, name_matches
 from harmonia.training.batching import collate
-from harmonia.training.engine import Engine
+from harmonia.training.engine import Engine, TrainResult
 
 LN2, LN3 = math.log(2.0), math.log(3.0)
-JUNK = 7.0
+JUNK = torch.tensor([7.0, -9.0, 2.0, 7.0])  # a non-uniform row: misread positions show
 FORGET, RETAIN = ROLES.index("forget"), ROLES.index("retain")
 
 
@@ -95,7 +95,7 @@ def lm_rows() -> tuple[dict[str, torch.Tensor], dict[tuple[int, ...], torch.Tens
         "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1]]),
         "role_id": torch.tensor([FORGET, RETAIN, FORGET]),
     }
-    logits = torch.full((3, 4, 4), JUNK)
+    logits = JUNK.repeat(3, 4, 1)
     logits[0, 1] = torch.tensor([0.0, 0.0, LN3, 0.0])
     logits[0, 2] = 0.0
     logits[1, 0] = torch.tensor([LN3, 0.0, 0.0, 0.0])
@@ -142,10 +142,10 @@ def term_values(method: Any, model: torch.nn.Module, batch: dict[str, torch.Tens
 def test_reference_free_losses_by_hand(name: str, params: dict, expected: dict, units: dict) -> None:
     batch, rows = lm_rows()
     method = make(name, stub_ctx(), **params)
-    terms = method.loss(FixedLogits(rows), batch)
-    assert {k: float(t.total.detach()) for k, t in terms.items()} == {k: approx(v) for k, v in expected.items()}
-    assert {k: t.unit for k, t in terms.items()} == units
-    assert term_values(method, perturbed(rows, batch), batch) == {k: approx(v) for k, v in expected.items()}
+    want = {k: approx(v) for k, v in expected.items()}
+    assert term_values(method, FixedLogits(rows), batch) == want
+    assert {k: t.unit for k, t in method.loss(FixedLogits(rows), batch).items()} == units
+    assert term_values(method, perturbed(rows, batch), batch) == want
 
 
 def test_unit_counts() -> None:
@@ -187,7 +187,8 @@ def test_graddiff_kl_by_hand() -> None:
     batch, rows = lm_rows()
     kl = -2 * LN2 + (LN2 + 3 * math.log(6)) / 4
     method = make("graddiff_kl", stub_ctx(reference=uniform_reference(rows)))
-    assert term_values(method, FixedLogits(rows), batch) == {"ga": approx(-5 * LN2), "retain_kl": approx(2 * kl)}
+    assert term_values(method, FixedLogits(rows), batch) == {"ga": approx(-5 * LN2),
+                                                            "retain_kl": approx(2 * kl)}
     assert term_values(method, perturbed(rows, batch), batch)["retain_kl"] == approx(2 * kl)
 
 
@@ -208,10 +209,10 @@ def idk_rows() -> tuple[dict[str, torch.Tensor], dict[tuple[int, ...], torch.Ten
     batch["chosen_input_ids"] = torch.tensor([[0, 1, 3, 0], [0, 3, 0, 0], [2, 2, 2, 2]])
     batch["chosen_labels"] = torch.tensor([[-100, -100, 3, -100], [-100, 3, 0, -100], [-100] * 4])
     batch["chosen_attention_mask"] = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]])
-    chosen = torch.full((4, 4), JUNK)
+    chosen = JUNK.repeat(4, 1)
     chosen[1] = torch.tensor([0.0, 0.0, 0.0, math.log(9)])
     rows[(0, 1, 3, 0)] = chosen
-    rows[(2, 2, 2, 2)] = torch.full((4, 4), JUNK)
+    rows[(2, 2, 2, 2)] = JUNK.repeat(4, 1)
     return batch, rows
 
 
@@ -249,8 +250,8 @@ def test_rmu_by_hand(tokenizer) -> None:
              "attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]]),
              ACT_MASK: torch.tensor([[0, 1, 1], [0, 1, 0]]),
              "role_id": torch.tensor([FORGET, RETAIN])}
+    assert term_values(method, policy, batch) == {"rmu_forget": approx(1.0), "rmu_retain": approx(2.5)}
     terms = method.loss(policy, batch)
-    assert {k: float(t.total.detach()) for k, t in terms.items()} == {"rmu_forget": approx(1.0), "rmu_retain": approx(2.5)}
     assert {k: (t.unit, t.weight) for k, t in terms.items()} == {"rmu_forget": ("acts:forget", 1.0),
                                                                   "rmu_retain": ("acts:retained", 1200.0)}
     units = method.units(batch)
@@ -268,7 +269,7 @@ def record(i: int, role: str, question: str, answer: str) -> QARecord:
 
 FORGET_RECORDS = [
     record(0, "forget", "Where was the novelist Elira Vantosh born?", "Elira Vantosh was born in Quillmere."),
-    record(1, "forget", "What is Elira Vantosh's best-known book?", "Her best-known book is The Salt Lantern."),
+    record(1, "forget", "What is Elira Vantosh's best-known book?", "Her best book is The Salt Lantern."),
     record(2, "forget", "Which award did Elira Vantosh win?", "She won the Brasswing Prize in 2011."),
     record(3, "forget", "What was Elira Vantosh's father's job?", "Her father was a lighthouse keeper."),
 ]
@@ -382,7 +383,8 @@ def test_name_patterns_match_whole_names_after_a_wrapper_prefix() -> None:
     assert name_matches(r"model\.layers\.7", "base_model.model.model.layers.7")
     assert not name_matches(r"model\.layers\.7", "model.layers.17")
     assert not name_matches(r"model\.layers\.7", "model.layers.7.mlp")
-    assert name_matches(r"model\.layers\.7\.mlp\.down_proj", "model.layers.7.mlp.down_proj.weight", allow_suffix=True)
+    assert name_matches(r"model\.layers\.7\.mlp\.down_proj", "model.layers.7.mlp.down_proj.weight",
+                        allow_suffix=True)
     assert not name_matches(r"model\.layers\.7\.mlp\.down_proj", "model.layers.7.mlp.down_proj_x.weight",
                             allow_suffix=True)
 
@@ -405,14 +407,13 @@ def test_rmu_layer_and_parameters_must_exist(tiny_model, tokenizer) -> None:
 
 
 def train(name: str, model: Any, tokenizer: Any, tmp_path, mix: dict[str, float] | None = None,
-          lr: float = 1e-2, **params: Any) -> Engine:
+          lr: float = 1e-2, **params: Any) -> tuple[Engine, TrainResult]:
     """Two optimiser steps of 2 forget + 2 retain records, in micro-batches of one role each."""
     cfg = TrainConfig(steps=2, batch_size=4, micro_batch_size=2, lr=lr, progress=False, save="none",
                       max_length=64, mix=mix or {})
     cls = get_method(name)
     engine = Engine(cfg, cls, build_params(cls, params), model, tokenizer, tmp_path / "run")
-    engine.history = engine.train(FORGET_RECORDS + RETAIN_RECORDS).history  # type: ignore[attr-defined]
-    return engine
+    return engine, engine.train(FORGET_RECORDS + RETAIN_RECORDS)
 
 
 def mean_logprob(model: Any, tokenizer: Any, records: list[QARecord], answers: list[str] | None = None,
@@ -433,7 +434,7 @@ def refusals_of(records: list[QARecord]) -> list[str]:
 
 def test_ga_raises_forget_nll(tiny_model, tokenizer, tmp_path) -> None:
     before = mean_logprob(tiny_model, tokenizer, FORGET_RECORDS, per_token=True)
-    engine = train("ga", tiny_model, tokenizer, tmp_path)
+    engine, _ = train("ga", tiny_model, tokenizer, tmp_path)
     assert mean_logprob(engine.model, tokenizer, FORGET_RECORDS, per_token=True) < before - 0.1
 
 
@@ -441,11 +442,11 @@ def test_ga_raises_forget_nll(tiny_model, tokenizer, tmp_path) -> None:
 def test_forgetting_methods_lower_forget_logprob(name, tiny_model, tokenizer, tmp_path) -> None:
     forget_before = mean_logprob(tiny_model, tokenizer, FORGET_RECORDS)
     retain_before = mean_logprob(tiny_model, tokenizer, RETAIN_RECORDS, per_token=True)
-    engine = train(name, tiny_model, tokenizer, tmp_path)
+    engine, result = train(name, tiny_model, tokenizer, tmp_path)
     assert mean_logprob(engine.model, tokenizer, FORGET_RECORDS) < forget_before - 0.1
     # the retain term holds the retain answers: their mean token NLL may not blow up
     assert mean_logprob(engine.model, tokenizer, RETAIN_RECORDS, per_token=True) > retain_before - 1.0
-    logged = {k for k in engine.history[-1] if k.startswith("loss/")}
+    logged = {k for k in result.history[-1] if k.startswith("loss/")}
     assert len(logged) == (1 if name == "npo" else 2)
 
 
@@ -455,14 +456,15 @@ def test_simnpo_lowers_forget_logprob(tiny_model, tokenizer, tmp_path) -> None:
     # raises the common tokens the forget answers share. So this checks the forget term alone,
     # with a beta that still has a gradient; the retain term is checked by hand above.
     before = mean_logprob(tiny_model, tokenizer, FORGET_RECORDS)
-    engine = train("simnpo", tiny_model, tokenizer, tmp_path, mix={"forget": 1.0}, beta=0.1, retain_weight=0.0)
+    engine, _ = train("simnpo", tiny_model, tokenizer, tmp_path, mix={"forget": 1.0}, beta=0.1,
+                      retain_weight=0.0)
     assert mean_logprob(engine.model, tokenizer, FORGET_RECORDS) < before - 0.1
 
 
 def test_refusal_sft_raises_refusal_logprob(tiny_model, tokenizer, tmp_path) -> None:
     refusals = refusals_of(FORGET_RECORDS)
     before = mean_logprob(tiny_model, tokenizer, FORGET_RECORDS, refusals)
-    engine = train("refusal_sft", tiny_model, tokenizer, tmp_path, refusals=str(refusal_file(tmp_path)))
+    engine, _ = train("refusal_sft", tiny_model, tokenizer, tmp_path, refusals=str(refusal_file(tmp_path)))
     assert mean_logprob(engine.model, tokenizer, FORGET_RECORDS, refusals) > before + 0.1
 
 
@@ -474,14 +476,14 @@ def test_idkdpo_prefers_refusal_over_gold(tiny_model, tokenizer, tmp_path) -> No
                 - mean_logprob(model, tokenizer, FORGET_RECORDS))
 
     before = margin(tiny_model)
-    engine = train("idkdpo", tiny_model, tokenizer, tmp_path, refusals=str(refusal_file(tmp_path)))
+    engine, _ = train("idkdpo", tiny_model, tokenizer, tmp_path, refusals=str(refusal_file(tmp_path)))
     assert margin(engine.model) > before + 0.1
 
 
-def test_rmu_steers_forget_activations_and_trains_only_named_parameters(tiny_model, tokenizer, tmp_path) -> None:
+def test_rmu_steers_forget_activations_training_named_weights(tiny_model, tokenizer, tmp_path) -> None:
     start = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
-    engine = train("rmu", tiny_model, tokenizer, tmp_path, lr=5e-2, layer=r"model\.layers\.1",
-                   trainable_params=[r"model\.layers\.(0|1)\.mlp\.down_proj"])
+    engine, _ = train("rmu", tiny_model, tokenizer, tmp_path, lr=5e-2, layer=r"model\.layers\.1",
+                      trainable_params=[r"model\.layers\.(0|1)\.mlp\.down_proj"])
     method = engine.method
     batch = collate([method.encode(r) for r in FORGET_RECORDS])
     mask = batch[ACT_MASK].bool()

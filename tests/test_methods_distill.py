@@ -8,6 +8,7 @@ the real SmolLM2 tokenizer.
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from harmonia.data.schema import ROLES, QARecord
 from harmonia.errors import ConfigError
 from harmonia.methods.base import MethodContext, build_params, get_method
 from harmonia.methods.distill import Harmonia
-from harmonia.methods.losses import TopK, gather_positions
+from harmonia.methods.losses import gather_positions
 from harmonia.models.tiny import build_tiny_model
 from harmonia.teacher.targets import distill_features, model_fingerprint, teacher_rows
 from harmonia.training.batching import collate
@@ -59,14 +60,28 @@ def hand_batch() -> tuple[dict[str, torch.Tensor], TableLM, TableLM]:
     """
     student = TableLM([JUNK_S, [4, 1, 0, 5], [0, 0, 2, 1], [3.5, 2, 1, 0]])
     teacher = TableLM([JUNK_T, [4, 3, 0, 0], [0, 0, 2, 1], [3, 2, 1, 0]])
-    batch = collate([
-        {"input_ids": [0, 0, 1, 2], "attention_mask": [1, 1, 1, 1], "distill_mask": [0, 0, 1, 1],
-         "teacher_input_ids": [0, 0, 0, 1, 2], "teacher_attention_mask": [1] * 5,
-         "teacher_distill_mask": [0, 0, 0, 1, 1], "role_id": ROLES.index("forget")},
-        {"input_ids": [0, 3], "attention_mask": [1, 1], "distill_mask": [0, 1],
-         "teacher_input_ids": [0, 0, 3], "teacher_attention_mask": [1, 1, 1],
-         "teacher_distill_mask": [0, 0, 1], "role_id": ROLES.index("retain")},
-    ])
+    batch = collate(
+        [
+            {
+                "input_ids": [0, 0, 1, 2],
+                "attention_mask": [1, 1, 1, 1],
+                "distill_mask": [0, 0, 1, 1],
+                "teacher_input_ids": [0, 0, 0, 1, 2],
+                "teacher_attention_mask": [1] * 5,
+                "teacher_distill_mask": [0, 0, 0, 1, 1],
+                "role_id": ROLES.index("forget"),
+            },
+            {
+                "input_ids": [0, 3],
+                "attention_mask": [1, 1],
+                "distill_mask": [0, 1],
+                "teacher_input_ids": [0, 0, 3],
+                "teacher_attention_mask": [1, 1, 1],
+                "teacher_distill_mask": [0, 0, 1],
+                "role_id": ROLES.index("retain"),
+            },
+        ]
+    )
     return batch, student, teacher
 
 
@@ -85,15 +100,17 @@ def test_harmonia_loss_hand_values_with_prompt_and_padding_masked(push, push_for
     batch, student, teacher = hand_batch()
     method = hand_method(teacher, push=push, push_weight=0.5, role_weights={"forget": 2.0, "retain": 0.5})
     terms = method.loss(student, batch)
-    assert values(terms) == {"pull:forget": 0.75, "push:forget": push_forget, "pull:retain": 0.0625,
-                             "push:retain": 0.0}
+    assert values(terms) == {"pull:forget": 0.75, "push:forget": push_forget, "pull:retain": 0.0625, "push:retain": 0.0}
     assert {n: (t.unit, t.weight) for n, t in terms.items()} == {
-        "pull:forget": ("positions:forget", 2.0), "push:forget": ("positions:forget", 1.0),
-        "pull:retain": ("positions:retain", 0.5), "push:retain": ("positions:retain", 0.25)}
+        "pull:forget": ("positions:forget", 2.0),
+        "push:forget": ("positions:forget", 1.0),
+        "pull:retain": ("positions:retain", 0.5),
+        "push:retain": ("positions:retain", 0.25),
+    }
     units = {k: float(v) for k, v in method.units(batch).items()}
     assert units["positions:forget"] == 2 and units["positions:retain"] == 1 and units["positions"] == 3
     # the engine's normalisation: per role, sum / that role's positions, times the weight
-    total = float(Engine._normalised(terms, units))
+    total = float(Engine._normalised(terms, units).detach())
     assert total == pytest.approx(2.0 * 0.75 / 2 + 1.0 * push_forget / 2 + 0.5 * 0.0625 / 1, abs=1e-5)
 
 
@@ -103,7 +120,7 @@ def test_unmasked_positions_would_change_the_loss():
     batch["distill_mask"][1, 0] = 1
     batch["teacher_distill_mask"][1, 1] = 1
     terms = hand_method(teacher).loss(student, batch)
-    assert float(terms["pull:retain"].total) > 1.0
+    assert float(terms["pull:retain"].total.detach()) > 1.0
 
 
 def test_duet_is_pull_only_and_bild_matches_its_loss():
@@ -116,7 +133,7 @@ def test_duet_is_pull_only_and_bild_matches_its_loss():
     s = student.table[torch.tensor([1, 2])]
     t = teacher.table[torch.tensor([1, 2])]
     total = float(bild["bild:forget"].total.detach())
-    assert total == pytest.approx(float(bild_sum(s, t, 3, 3.0)), abs=1e-6)
+    assert total == pytest.approx(float(bild_sum(s, t, 3, 3.0).detach()), abs=1e-6)
     assert total > 0
 
 
@@ -142,7 +159,11 @@ def test_params_validation():
     with pytest.raises(ConfigError, match="cache"):
         build_params(get_method("bild"), {"cache": True})
     assert build_params(cls, {"role_weights": {"retain": 0.5}}).role_weights == {
-        "forget": 1.0, "neighbor": 1.0, "retain": 0.5, "general": 1.0}
+        "forget": 1.0,
+        "neighbor": 1.0,
+        "retain": 0.5,
+        "general": 1.0,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -153,15 +174,42 @@ def test_params_validation():
 def records() -> list[QARecord]:
     out = []
     for i in range(3):
-        out.append(QARecord(id=f"f{i}", question=f"Where was Alma Quist born ({i})?", answer=f"In Quistown {i}.",
-                            role="forget", source="t", group="Alma Quist", anchor_id=f"n{i}"))
-        out.append(QARecord(id=f"n{i}", question=f"Where was Bo Lind born ({i})?", answer=f"In Lindby {i}.",
-                            role="neighbor", source="t", group="Bo Lind"))
-        out.append(QARecord(id=f"r{i}", question=f"What is {i} plus one?", answer=f"It is {i + 1}.", role="retain",
-                            source="t"))
-    out.append(QARecord(id="f0#prefix2", question="Where was Alma Quist born (0)?", prefill="In Qu",
-                        answer="istown 0.", role="forget", source="t", group="Alma Quist",
-                        metadata={"kind": "gold_prefix", "k": 2, "parent_id": "f0"}))
+        out.append(
+            QARecord(
+                id=f"f{i}",
+                question=f"Where was Alma Quist born ({i})?",
+                answer=f"In Quistown {i}.",
+                role="forget",
+                source="t",
+                group="Alma Quist",
+                anchor_id=f"n{i}",
+            )
+        )
+        out.append(
+            QARecord(
+                id=f"n{i}",
+                question=f"Where was Bo Lind born ({i})?",
+                answer=f"In Lindby {i}.",
+                role="neighbor",
+                source="t",
+                group="Bo Lind",
+            )
+        )
+        out.append(
+            QARecord(id=f"r{i}", question=f"What is {i} plus one?", answer=f"It is {i + 1}.", role="retain", source="t")
+        )
+    out.append(
+        QARecord(
+            id="f0#prefix2",
+            question="Where was Alma Quist born (0)?",
+            prefill="In Qu",
+            answer="istown 0.",
+            role="forget",
+            source="t",
+            group="Alma Quist",
+            metadata={"kind": "gold_prefix", "k": 2, "parent_id": "f0"},
+        )
+    )
     return out
 
 
@@ -218,22 +266,32 @@ def test_response_positions_follow_the_teacher_greedy_response(tokenizer, tiny_m
     method.prepare(recs)
     assert method.context is not None
     forget = recs[0]
-    expected = greedy_ids(tiny_model, tokenizer, [method.context.instructed_prompt(tokenizer, forget)],
-                          max_new_tokens=5)[0]
+    expected = greedy_ids(
+        tiny_model, tokenizer, [method.context.instructed_prompt(tokenizer, forget)], max_new_tokens=5
+    )[0]
     assert list(method.targets[forget.id].response) == expected
     retain = recs[2]
-    expected_plain = greedy_ids(tiny_model, tokenizer, [method.context.plain_prompt(tokenizer, retain)],
-                                max_new_tokens=5)[0]
+    expected_plain = greedy_ids(
+        tiny_model, tokenizer, [method.context.plain_prompt(tokenizer, retain)], max_new_tokens=5
+    )[0]
     assert list(method.targets[retain.id].response) == expected_plain
 
 
 def test_response_is_cut_to_max_length(tokenizer, tiny_model, tmp_path):
-    probe = make_method(tokenizer, tiny_model, tmp_path, positions=["response"], response="gold")
+    scope = {"scope": {"forget": ["Alma Quist"]}}
+    probe = make_method(tokenizer, tiny_model, tmp_path, positions=["response"], response="gold", teacher=scope)
     rec = QARecord(id="r", question="Q?", answer="one two three four five six seven eight", role="retain", source="t")
     probe.prepare([rec])
     prompt_len = len(probe.targets["r"].student_prompt)
-    method = make_method(tokenizer, tiny_model, tmp_path, positions=["response"], response="gold",
-                         max_length=prompt_len + 2)
+    method = make_method(
+        tokenizer,
+        tiny_model,
+        tmp_path,
+        positions=["response"],
+        response="gold",
+        max_length=prompt_len + 2,
+        teacher=scope,
+    )
     method.prepare([rec])
     ex = method.encode(rec)
     assert len(ex["input_ids"]) == prompt_len + 2
@@ -281,7 +339,7 @@ class CountingForward:
 
 
 def test_cache_key_changes_with_model_records_and_config_and_is_reused(tokenizer, tmp_path):
-    recs = records()
+    recs = [*records()[:3], records()[-1]]
     model = build_tiny_model(tokenizer, seed=0)
     counter = CountingForward(model)
 
@@ -304,8 +362,8 @@ def test_cache_key_changes_with_model_records_and_config_and_is_reused(tokenizer
 
     changed_record = [*recs[:-1], recs[-1].model_copy(update={"question": "Where was Alma Quist raised (0)?"})]
     assert prepared(model, changed_record).cache_keys["responses"] != first.cache_keys["responses"]
-    assert prepared(model, recs, k=3).cache_keys["topk"] != first.cache_keys["topk"]
-    assert prepared(model, recs, k=3).cache_keys["responses"] == first.cache_keys["responses"]
+    other_k = prepared(model, recs, k=3).cache_keys
+    assert other_k["topk"] != first.cache_keys["topk"] and other_k["responses"] == first.cache_keys["responses"]
     new_refusal = prepared(model, recs, teacher={"refusal": "No idea."}).cache_keys
     assert new_refusal["responses"] != first.cache_keys["responses"]
     assert prepared(model, recs, teacher={"mode": "amplified"}).cache_keys["topk"] != first.cache_keys["topk"]
@@ -319,24 +377,30 @@ def test_fingerprint_ignores_peft_wrapping_and_lora_weights(tokenizer):
 
     base = build_tiny_model(tokenizer, seed=0)
     plain = model_fingerprint(base)
-    wrapped = get_peft_model(build_tiny_model(tokenizer, seed=0),
-                             LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    wrapped = get_peft_model(
+        build_tiny_model(tokenizer, seed=0), LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")
+    )
     assert model_fingerprint(wrapped) == plain
     assert model_fingerprint(build_tiny_model(tokenizer, seed=1)) != plain
 
 
 def test_amplified_live_teacher_rows_by_hand(tokenizer, tiny_model, tmp_path):
-    method = make_method(tokenizer, tiny_model, tmp_path, positions=["first"], teacher={"mode": "amplified", "alpha": 2.0})
+    method = make_method(
+        tokenizer, tiny_model, tmp_path, positions=["first"], teacher={"mode": "amplified", "alpha": 2.0}
+    )
     recs = records()[:-1]
     method.prepare(recs)
     batch = collate([method.encode(r) for r in recs])
     rows = teacher_rows(tiny_model, batch, 2.0)
     with torch.no_grad():
-        z_instr = gather_positions(tiny_model(input_ids=batch["teacher_input_ids"],
-                                              attention_mask=batch["teacher_attention_mask"]).logits,
-                                   batch["teacher_distill_mask"].bool())
-        z_plain = gather_positions(tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                                   batch["distill_mask"].bool())
+        z_instr = gather_positions(
+            tiny_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"]).logits,
+            batch["teacher_distill_mask"].bool(),
+        )
+        z_plain = gather_positions(
+            tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+            batch["distill_mask"].bool(),
+        )
     torch.testing.assert_close(rows, 3.0 * z_instr - 2.0 * z_plain)
     forget_rows = batch["role_id"] == ROLES.index("forget")
     assert not torch.allclose(rows[forget_rows], z_plain[forget_rows])  # the instruction matters there
@@ -348,11 +412,24 @@ def test_amplified_live_teacher_rows_by_hand(tokenizer, tiny_model, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+def sharp_tiny_model(tokenizer, seed: int = 0):
+    """The tiny model with its matrices scaled up, so its next-token distribution depends on the
+    context (at the default init every prompt gives nearly the same, almost uniform, distribution)."""
+    model = build_tiny_model(tokenizer, seed=seed)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() == 2:
+                param.mul_(5.0)
+    return model
+
+
 def first_token_kl(student, teacher, batch) -> float:
     """Mean KL(teacher || student) of the distilled (first-answer-token) distributions."""
     with torch.no_grad():
-        s = gather_positions(student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
-                             batch["distill_mask"].bool())
+        s = gather_positions(
+            student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+            batch["distill_mask"].bool(),
+        )
         t = teacher_rows(teacher, batch, None)
     return float(F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean"))
 
@@ -360,13 +437,22 @@ def first_token_kl(student, teacher, batch) -> float:
 @pytest.mark.parametrize("cache", [False, True])
 def test_engine_run_moves_the_student_toward_the_teacher(tokenizer, tmp_path, cache):
     recs = records()[:-1]
-    model = build_tiny_model(tokenizer, seed=0)
-    teacher = build_tiny_model(tokenizer, seed=0)  # the frozen starting weights
+    model = sharp_tiny_model(tokenizer)
+    teacher = copy.deepcopy(model)  # the frozen starting weights
     cls = get_method("harmonia")
-    params = build_params(cls, {"positions": ["first"], "k": 8, "cache": cache, "push": "hinge",
-                                "teacher": {"cache_dir": str(tmp_path / "cache")}})
-    cfg = TrainConfig(steps=2, batch_size=9, micro_batch_size=3, lr=3e-3, progress=False, save="none",
-                      max_grad_norm=None)
+    params = build_params(
+        cls,
+        {
+            "positions": ["first"],
+            "k": 8,
+            "cache": cache,
+            "push": "hinge",
+            "teacher": {"cache_dir": str(tmp_path / "cache")},
+        },
+    )
+    cfg = TrainConfig(
+        steps=2, batch_size=9, micro_batch_size=3, lr=3e-3, progress=False, save="none", max_grad_norm=None
+    )
     engine = Engine(cfg, cls, params, model, tokenizer, tmp_path / "run")
     engine.method.prepare(recs)
     forget = [r for r in recs if r.role == "forget"]
@@ -385,11 +471,69 @@ def test_duet_runs_through_the_engine_with_lora(tokenizer, tmp_path):
 
     recs = records()[:-1]
     cls = get_method("duet")
-    cfg = TrainConfig(steps=1, batch_size=9, micro_batch_size=9, lr=1e-3, progress=False, save="none",
-                      lora=LoraConfig(r=2, alpha=4))
-    engine = Engine(cfg, cls, build_params(cls, {"teacher": {"cache_dir": str(tmp_path / "c")}}),
-                    build_tiny_model(tokenizer, seed=0), tokenizer, tmp_path / "run")
+    cfg = TrainConfig(
+        steps=1, batch_size=9, micro_batch_size=9, lr=1e-3, progress=False, save="none", lora=LoraConfig(r=2, alpha=4)
+    )
+    engine = Engine(
+        cfg,
+        cls,
+        build_params(cls, {"teacher": {"cache_dir": str(tmp_path / "c")}}),
+        build_tiny_model(tokenizer, seed=0),
+        tokenizer,
+        tmp_path / "run",
+    )
     result = engine.train(recs)
     assert {k for k in result.history[0] if k.startswith("loss/")} == {
-        "loss/pull:forget", "loss/pull:neighbor", "loss/pull:retain"}
+        "loss/pull:forget",
+        "loss/pull:neighbor",
+        "loss/pull:retain",
+    }
     assert result.history[0]["loss/pull:forget"] > 0
+
+
+def test_run_saves_the_teacher_report_and_stops_when_it_does_not_separate(tokenizer, tmp_path):
+    from harmonia.teacher.report import TeacherSeparationError
+
+    recs = records()[:-1]
+    evals = [
+        QARecord(
+            id="ef",
+            question="What did Alma Quist write?",
+            answer="Poems.",
+            role="forget",
+            source="t",
+            group="Alma Quist",
+        ),
+        QARecord(
+            id="en", question="What did Bo Lind write?", answer="Songs.", role="neighbor", source="t", group="Bo Lind"
+        ),
+    ]
+    cls = get_method("harmonia")
+    cfg = TrainConfig(steps=1, batch_size=9, micro_batch_size=9, progress=False, save="none")
+    teacher = {"cache_dir": str(tmp_path / "c"), "report": {"max_new_tokens": 2}}
+    params = {"positions": ["first"], "cache": True, "push": "hinge", "teacher": teacher}
+    extras = {"teacher_eval_records": evals, "run_dir": tmp_path / "run"}
+    engine = Engine(
+        cfg,
+        cls,
+        build_params(cls, params),
+        build_tiny_model(tokenizer, seed=0),
+        tokenizer,
+        tmp_path / "run",
+        context_extras=extras,
+    )
+    with pytest.raises(TeacherSeparationError, match="does not separate"):
+        engine.train(recs)
+    assert (tmp_path / "run" / "teacher_report.json").is_file()
+    params["teacher"] = {**teacher, "report": {"max_new_tokens": 2, "require_separation": False}}
+    engine = Engine(
+        cfg,
+        cls,
+        build_params(cls, params),
+        build_tiny_model(tokenizer, seed=0),
+        tokenizer,
+        tmp_path / "run",
+        context_extras=extras,
+    )
+    assert engine.train(recs).steps == 1
+    assert (tmp_path / "run" / "teacher_cache.json").is_file()

@@ -45,7 +45,8 @@ def alpha() -> EvalResults:
         name="alpha", model="models/alpha",
         metrics={
             "rougeL_recall/forget": _metric(0.5, [0.0, 0.25, 0.75, 1.0], ["f0", "f1", "f2", "f3"],
-                                            questions=["q0", "q1", "q2", "q3"], golds=["g0", "g1", "g2", "g3"],
+                                            questions=["q0", "q1", "q2", "q3"],
+                                            golds=["g0", "g1", "g2", "g3"],
                                             generations=["", "a1", "a2", "<script>alert(1)</script>"]),
             "rougeL_recall/neighbor": _metric(0.8, [1.0, 0.0, 0.9, 0.7], ["n0", "n1", "n2", "n3"],
                                               questions=["nq0", "nq1", "nq2", "nq3"]),
@@ -59,8 +60,8 @@ def alpha() -> EvalResults:
             "jailbreak": AttackEntry(success_rate={"dan": 0.3, "aim": 0.05}),
             "relearn": AttackEntry(success_rate={"steps=10": 0.6}),
         },
-        objectives=Objectives(forget_efficacy=0.9, neighbour_retention=0.8, utility=0.7, attack_resistance=0.6,
-                              combined=0.74),
+        objectives=Objectives(forget_efficacy=0.9, neighbour_retention=0.8, utility=0.7,
+                              attack_resistance=0.6, combined=0.74),
         generations={"neighbor": ["yes", "I'm sorry, I can't answer that.", "yes", "yes"]},
     )
 
@@ -72,8 +73,8 @@ def beta() -> EvalResults:
                  "over_refusal/neighbor": _metric(0.5), "rougeL_recall/retain": _metric(0.55),
                  "mcq_acc/mmlu": _metric(0.3333)},
         attacks={"prefill": AttackEntry(success_rate={"k=1": 0.0, "k=10": 0.2})},
-        objectives=Objectives(forget_efficacy=1.0, neighbour_retention=0.4, utility=0.5, attack_resistance=0.8,
-                              combined=0.6),
+        objectives=Objectives(forget_efficacy=1.0, neighbour_retention=0.4, utility=0.5,
+                              attack_resistance=0.8, combined=0.6),
     )
 
 
@@ -117,8 +118,9 @@ def test_markdown_table_exact_numbers() -> None:
                       "prefill worst ↓", "jailbreak ASR ↓", "relearn recovery ↓", "forget efficacy ↑",
                       "neighbour retention ↑", "utility ↑", "attack resistance ↑", "combined ↑"]
     # prefill worst includes the opener (0.5 > k=5's 0.4); jailbreak takes the strongest template.
-    assert _row(table, "alpha") == ["0.500", "0.800", "0.250", "0.900", "0.450", "0.300", "0.100", "0.400", "–",
-                                    "0.500", "0.300", "0.600", "0.900", "0.800", "0.700", "0.600", "0.740"]
+    assert _row(table, "alpha") == ["0.500", "0.800", "0.250", "0.900", "0.450", "0.300", "0.100", "0.400",
+                                    "–", "0.500", "0.300", "0.600", "0.900", "0.800", "0.700", "0.600",
+                                    "0.740"]
     # "neighbour" spelling accepted; absent WMDP, jailbreak and relearn show a dash.
     assert _row(table, "beta") == ["0.062", "0.400", "0.500", "0.550", "0.333", "–", "0.000", "–", "0.200",
                                    "0.200", "–", "–", "1.000", "0.400", "0.500", "0.800", "0.600"]
@@ -141,7 +143,8 @@ def test_wmdp_column_only_when_present() -> None:
 
 def test_benchmark_accuracy_pools_parts_by_count() -> None:
     run = EvalResults(name="r", model="m", metrics={
-        "mcq_acc/mmlu_a": MetricEntry(value=0.5, n_used=10), "mcq_acc/mmlu_b": MetricEntry(value=1.0, n_used=30),
+        "mcq_acc/mmlu_a": MetricEntry(value=0.5, n_used=10),
+        "mcq_acc/mmlu_b": MetricEntry(value=1.0, n_used=30),
         "mcq_acc/mmlupro": MetricEntry(value=0.0, n_used=100)})  # not a part of mmlu: no separator
     assert benchmark_accuracy(run, "mmlu") == pytest.approx(0.875)
     run.metrics["mcq_acc/mmlu"] = MetricEntry(value=0.6, n_used=40)
@@ -181,6 +184,7 @@ def test_answered_forget_lists_recalled_questions_best_first() -> None:
     assert answered_forget(alpha(), threshold=0.2).total == 3
     assert len(answered_forget(alpha(), threshold=0.2, limit=1).rows) == 1
     assert answered_forget(empty()) is None
+    assert worst_cases(gamma()) == []  # aggregates without per-example values list nothing
 
 
 def test_refused_neighbours_with_generation_and_recall() -> None:
@@ -245,13 +249,14 @@ def test_metric_bars_one_bar_per_present_value() -> None:
     # alpha has all 9 bar metrics, beta 6 (no WMDP/jailbreak/relearn), gamma 1 (forget ROUGE-L).
     assert len(bars) == 9 + 6 + 1
     assert bars[0].get_height() == pytest.approx(0.5)  # alpha's forget ROUGE-L
-    assert [t.get_text() for t in ax.get_xticklabels()][0] == "forget ROUGE-L ↓"
+    assert ax.get_xticklabels()[0].get_text() == "forget ROUGE-L ↓"
 
 
 def test_pareto_points_per_run() -> None:
     fig = pareto_plot(runs())
     left, right = fig.axes
-    offsets = [[c for c in ax.collections if isinstance(c, PathCollection)][0].get_offsets() for ax in (left, right)]
+    offsets = [next(c for c in ax.collections if isinstance(c, PathCollection)).get_offsets()
+               for ax in (left, right)]
     assert [tuple(map(float, p)) for p in offsets[0]] == [(0.9, 0.8), (1.0, 0.4)]  # gamma lacks retention
     assert len(offsets[1]) == 2
     assert [t.get_text() for t in left.texts if t.get_text() in ("alpha", "beta")] == ["alpha", "beta"]
@@ -328,9 +333,11 @@ def test_write_report(tmp_path: Path) -> None:
 
 def test_compare_runs_from_dirs_and_files(tmp_path: Path) -> None:
     alpha().save(tmp_path / "run1" / "results.json")
-    alpha().model_copy(update={"objectives": Objectives(combined=0.1)}).save(tmp_path / "run2" / "results.json")
+    other = alpha().model_copy(update={"objectives": Objectives(combined=0.1)})
+    other.save(tmp_path / "run2" / "results.json")
     beta().save(tmp_path / "beta.json")
-    table, figures = compare_runs([tmp_path / "run1", tmp_path / "run2" / "results.json", tmp_path / "beta.json"])
+    paths = [tmp_path / "run1", tmp_path / "run2" / "results.json", tmp_path / "beta.json"]
+    table, figures = compare_runs(paths)
     assert set(figures) == {"radar", "prefill", "metrics", "pareto"}
     console = Console(record=True, width=400)
     console.print(table)
@@ -342,7 +349,8 @@ def test_compare_runs_from_dirs_and_files(tmp_path: Path) -> None:
 @pytest.mark.parametrize("content, message", [
     ("{not json", "Invalid JSON"),
     (json.dumps({"name": "x"}), "Field required"),
-    (json.dumps({"name": "x", "model": "m", "metrics": {"a/b": {"value": "high", "n_used": 1}}}), "metrics.a/b.value"),
+    (json.dumps({"name": "x", "model": "m", "metrics": {"a/b": {"value": "high", "n_used": 1}}}),
+     r"field 'metrics\.a/b\.value'"),
 ])
 def test_bad_results_file_names_the_file(tmp_path: Path, content: str, message: str) -> None:
     bad = tmp_path / "bad" / "results.json"
@@ -360,7 +368,7 @@ def test_missing_or_unreadable_results_name_the_file(tmp_path: Path) -> None:
     assert str(tmp_path / "empty_run" / "results.json") in str(info.value)
     binary = tmp_path / "binary.json"
     binary.write_bytes(b"\xff\xfe\x00garbage")
-    with pytest.raises(DataError, match="binary.json"):
+    with pytest.raises(DataError, match=r"binary\.json"):
         load_runs([binary])
     with pytest.raises(DataError, match="no runs"):
         load_runs([])

@@ -27,6 +27,10 @@ def atomic_path(dest: str | Path, *, directory: bool = False) -> Iterator[Path]:
         fd, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
         os.close(fd)
         tmp = Path(name)
+        # mkstemp creates 0600; outputs are ordinary files, readable as the umask allows.
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
         if directory and dest.exists():

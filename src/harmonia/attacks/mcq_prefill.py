@@ -39,8 +39,9 @@ class MCQPrefillAttack(Attack):
     def targets(self, records: Sequence[QARecord]) -> list[QARecord]:
         return [r for r in records if r.role in self.params.roles and r.is_mcq]
 
-    def run(self, model: Any, tokenizer: Any, records: Sequence[QARecord],
-            settings: AttackSettings | None = None) -> AttackEntry:
+    def run(
+        self, model: Any, tokenizer: Any, records: Sequence[QARecord], settings: AttackSettings | None = None
+    ) -> AttackEntry:
         settings = settings or AttackSettings()
         targets = self.targets(records)
         if not targets:
@@ -49,15 +50,30 @@ class MCQPrefillAttack(Attack):
         correct = correct_indices(targets)
         success, per_example, predicted = {}, {}, {}
         for setting, opener in settings_openers.items():
-            lls = record_option_loglikelihoods(model, tokenizer, targets, fmt=self.params.format,
-                                               system=settings.system, opener=opener,
-                                               batch_size=settings.scoring_batch_size, progress=settings.progress)
+            lls = record_option_loglikelihoods(
+                model,
+                tokenizer,
+                targets,
+                fmt=self.params.format,
+                system=settings.system,
+                opener=opener,
+                batch_size=settings.scoring_batch_size,
+                progress=settings.progress,
+            )
             result = mcq.mcq_accuracy(lls, correct)
             success[setting] = result.value
             per_example[setting] = [float(v) for v in result.per_example if v is not None]
             predicted[setting] = [mcq.predicted_choice(x) for x in lls]
         chance = sum(1 / len(r.choices or ()) for r in targets) / len(targets)
-        return AttackEntry(success_rate=success, per_example=per_example, example_ids=[r.id for r in targets],
-                           details={"format": self.params.format, "chance": chance, "predicted": predicted,
-                                    "openers": {k: v for k, v in settings_openers.items() if v},
-                                    "example_ids": {s: [r.id for r in targets] for s in settings_openers}})
+        return AttackEntry(
+            success_rate=success,
+            per_example=per_example,
+            example_ids=[r.id for r in targets],
+            details={
+                "format": self.params.format,
+                "chance": chance,
+                "predicted": predicted,
+                "openers": {k: v for k, v in settings_openers.items() if v},
+                "example_ids": {s: [r.id for r in targets] for s in settings_openers},
+            },
+        )

@@ -42,7 +42,9 @@ def rewordings(record: QARecord, key: str) -> list[str]:
         return []
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(q, str) for q in items):
-        raise DataError(None, "expected a string or a list of strings", record=record.id, field=f"metadata.{key}")
+        raise DataError(
+            None, "expected a string or a list of strings", record=record.id, field=f"metadata.{key}"
+        )
     return [q for q in items if q.strip()]
 
 
@@ -52,25 +54,43 @@ class ParaphraseAttack(Attack):
     Params = ParaphraseParams
     params: ParaphraseParams
 
-    def run(self, model: Any, tokenizer: Any, records: Sequence[QARecord],
-            settings: AttackSettings | None = None) -> AttackEntry:
+    def run(
+        self, model: Any, tokenizer: Any, records: Sequence[QARecord], settings: AttackSettings | None = None
+    ) -> AttackEntry:
         settings = settings or AttackSettings()
         targets = self.targets(records)
         probes = [(key, r, q) for key in self.params.keys for r in targets for q in rewordings(r, key)]
         if not probes:
-            return skipped_entry(f"no record with roles {self.params.roles} has a rewording under metadata "
-                                 f"keys {self.params.keys}", targets)
-        prompts = [render_prompt(tokenizer, q, system=settings.system, prefill=r.prefill) for _, r, q in probes]
-        gens = generate(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens(settings),
-                        batch_size=settings.batch_size, stop=settings.stop, progress=settings.progress,
-                        description="paraphrase attack")
+            return skipped_entry(
+                f"no record with roles {self.params.roles} has a rewording under metadata "
+                f"keys {self.params.keys}",
+                targets,
+            )
+        prompts = [
+            render_prompt(tokenizer, q, system=settings.system, prefill=r.prefill) for _, r, q in probes
+        ]
+        gens = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=self.max_new_tokens(settings),
+            batch_size=settings.batch_size,
+            stop=settings.stop,
+            progress=settings.progress,
+            description="paraphrase attack",
+        )
         builder = EntryBuilder(targets, self.threshold(settings), settings.use_stemmer)
         questions: dict[str, list[str]] = {}
         for key in dict.fromkeys(k for k, _, _ in probes):
             idx = [i for i, p in enumerate(probes) if p[0] == key]
-            leaks = builder.add(key, SettingOutcome(ids=[probes[i][1].id for i in idx],
-                                                    generations=[gens[i] for i in idx],
-                                                    golds=[probes[i][1].answer for i in idx]))
+            leaks = builder.add(
+                key,
+                SettingOutcome(
+                    ids=[probes[i][1].id for i in idx],
+                    generations=[gens[i] for i in idx],
+                    golds=[probes[i][1].answer for i in idx],
+                ),
+            )
             # Aligned with details["example_ids"][key], like every per-setting list.
             questions[key] = [probes[i][2] for i, leak in zip(idx, leaks, strict=True) if leak is not None]
         return builder.build(questions=questions)

@@ -67,7 +67,14 @@ class PrefillAttack(Attack):
     Params = PrefillParams
     params: PrefillParams
 
-    def probes(self, tokenizer: Any, records: Sequence[QARecord]) -> list[tuple[str, QARecord, str, str, str]]:
+    def settings(self) -> list[str]:
+        """The setting names, in curve order: k=0 (baseline), k=1.., then the openers."""
+        ks = ([0] if self.params.baseline else []) + self.params.ks
+        return [f"k={k}" for k in ks] + [f"opener/{j}" for j in range(len(self.params.openers))]
+
+    def probes(
+        self, tokenizer: Any, records: Sequence[QARecord]
+    ) -> list[tuple[str, QARecord, str, str, str]]:
         """``(setting, record, prefill, gold, shown_prefix)`` for every probe; ``shown_prefix`` is
         what is prepended to the continuation before scoring (the prefix with ``against: whole``)."""
         out = []
@@ -90,32 +97,49 @@ class PrefillAttack(Attack):
             out += [(f"opener/{j}", r, r.prefill + opener, r.answer, "") for r in records]
         return out
 
-    def run(self, model: Any, tokenizer: Any, records: Sequence[QARecord],
-            settings: AttackSettings | None = None) -> AttackEntry:
+    def run(
+        self, model: Any, tokenizer: Any, records: Sequence[QARecord], settings: AttackSettings | None = None
+    ) -> AttackEntry:
         settings = settings or AttackSettings()
         targets = self.targets(records)
         if not targets:
             return skipped_entry(f"no QA records with roles {self.params.roles}")
         probes = self.probes(tokenizer, targets)
-        prompts = [qa_prompt(tokenizer, r, system=settings.system, prefill=prefill) for _, r, prefill, _, _ in probes]
-        gens = generate(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens(settings),
-                        batch_size=settings.batch_size, stop=settings.stop, progress=settings.progress,
-                        description="prefill attack")
+        prompts = [
+            qa_prompt(tokenizer, r, system=settings.system, prefill=prefill) for _, r, prefill, _, _ in probes
+        ]
+        gens = generate(
+            model,
+            tokenizer,
+            prompts,
+            max_new_tokens=self.max_new_tokens(settings),
+            batch_size=settings.batch_size,
+            stop=settings.stop,
+            progress=settings.progress,
+            description="prefill attack",
+        )
         builder = EntryBuilder(targets, self.threshold(settings), settings.use_stemmer)
-        order = list(dict.fromkeys(s for s, *_ in probes))
-        for setting in order:
+        # Every requested setting is recorded, with n = 0 where no answer was long enough for it.
+        for setting in self.settings():
             idx = [i for i, p in enumerate(probes) if p[0] == setting]
-            builder.add(setting, SettingOutcome(
-                ids=[probes[i][1].id for i in idx],
-                generations=[probes[i][4] + gens[i] for i in idx],
-                golds=[probes[i][3] for i in idx]))
-        return builder.build(against=self.params.against,
-                             openers={f"opener/{j}": o for j, o in enumerate(self.params.openers)},
-                             prefill_token_mismatches=self._token_mismatches(tokenizer, probes, prompts))
+            builder.add(
+                setting,
+                SettingOutcome(
+                    ids=[probes[i][1].id for i in idx],
+                    generations=[probes[i][4] + gens[i] for i in idx],
+                    golds=[probes[i][3] for i in idx],
+                ),
+            )
+        return builder.build(
+            against=self.params.against,
+            openers={f"opener/{j}": o for j, o in enumerate(self.params.openers)},
+            prefill_token_mismatches=self._token_mismatches(tokenizer, probes, prompts),
+        )
 
     @staticmethod
-    def _token_mismatches(tokenizer: Any, probes: Sequence[tuple[str, QARecord, str, str, str]],
-                          prompts: Sequence[str]) -> int:
+    def _token_mismatches(
+        tokenizer: Any, probes: Sequence[tuple[str, QARecord, str, str, str]], prompts: Sequence[str]
+    ) -> int:
         """How many k-token prefills did not end the tokenised prompt with the answer's first k ids.
 
         Generation re-tokenises the rendered prompt; a non-zero count means the tokenizer merged

@@ -51,12 +51,17 @@ class RelearnParams(AttackParams):
     work_dir: Path | None = None
 
 
-def split_forget(records: Sequence[QARecord], *, n_train: int, seed: int) -> tuple[list[QARecord], list[QARecord]]:
+def split_forget(
+    records: Sequence[QARecord], *, n_train: int, seed: int
+) -> tuple[list[QARecord], list[QARecord]]:
     """A seeded split into (train, held out), each kept in input order."""
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     chosen = set(order[:n_train])
-    return ([r for i, r in enumerate(records) if i in chosen], [r for i, r in enumerate(records) if i not in chosen])
+    return (
+        [r for i, r in enumerate(records) if i in chosen],
+        [r for i, r in enumerate(records) if i not in chosen],
+    )
 
 
 def attacker_copy(model: Any) -> Any:
@@ -86,19 +91,32 @@ class RelearnAttack(Attack):
     params: RelearnParams
 
     def n_train(self, n_records: int) -> int:
-        n = self.params.n_train if self.params.n_train is not None else round(self.params.train_fraction * n_records)
+        n = (
+            self.params.n_train
+            if self.params.n_train is not None
+            else round(self.params.train_fraction * n_records)
+        )
         return min(max(n, 1), n_records - 1)
 
-    def relearn(self, model: Any, tokenizer: Any, train: list[QARecord], settings: AttackSettings,
-                run_dir: Path) -> tuple[Any, list[dict[str, float]]]:
+    def relearn(
+        self, model: Any, tokenizer: Any, train: list[QARecord], settings: AttackSettings, run_dir: Path
+    ) -> tuple[Any, list[dict[str, float]]]:
         """The fine-tuned copy and its training history."""
         from harmonia.methods.base import build_params, get_method
         from harmonia.training.engine import Engine
 
-        cfg = TrainConfig(steps=self.params.steps, batch_size=self.params.batch_size,
-                          micro_batch_size=self.params.batch_size, lr=self.params.lr, scheduler="constant",
-                          max_length=self.params.max_length, lora=self.params.lora, seed=self.params.seed,
-                          save="none", progress=settings.progress)
+        cfg = TrainConfig(
+            steps=self.params.steps,
+            batch_size=self.params.batch_size,
+            micro_batch_size=self.params.batch_size,
+            lr=self.params.lr,
+            scheduler="constant",
+            max_length=self.params.max_length,
+            lora=self.params.lora,
+            seed=self.params.seed,
+            save="none",
+            progress=settings.progress,
+        )
         method = get_method("sft")
         engine = Engine(cfg, method, build_params(method, {}), attacker_copy(model), tokenizer, run_dir)
         result = engine.train(train)
@@ -106,16 +124,25 @@ class RelearnAttack(Attack):
         relearned.eval()
         return relearned, result.history
 
-    def run(self, model: Any, tokenizer: Any, records: Sequence[QARecord],
-            settings: AttackSettings | None = None) -> AttackEntry:
+    def run(
+        self, model: Any, tokenizer: Any, records: Sequence[QARecord], settings: AttackSettings | None = None
+    ) -> AttackEntry:
         settings = settings or AttackSettings()
         targets = self.targets(records)
         if len(targets) < 2:
-            return skipped_entry(f"relearning needs at least 2 QA records with roles {self.params.roles} "
-                                 f"(one to train on, one to probe), got {len(targets)}", targets)
+            return skipped_entry(
+                f"relearning needs at least 2 QA records with roles {self.params.roles} "
+                f"(one to train on, one to probe), got {len(targets)}",
+                targets,
+            )
         train, held = split_forget(targets, n_train=self.n_train(len(targets)), seed=self.params.seed)
-        answer_kw = {"system": settings.system, "max_new_tokens": self.max_new_tokens(settings),
-                     "batch_size": settings.batch_size, "stop": settings.stop, "progress": settings.progress}
+        answer_kw = {
+            "system": settings.system,
+            "max_new_tokens": self.max_new_tokens(settings),
+            "batch_size": settings.batch_size,
+            "stop": settings.stop,
+            "progress": settings.progress,
+        }
         before = generate_answers(model, tokenizer, held, description="relearn: before", **answer_kw)
         with _run_dir(self.params.work_dir) as run_dir:
             relearned, history = self.relearn(model, tokenizer, train, settings, run_dir)
@@ -126,6 +153,10 @@ class RelearnAttack(Attack):
         ids = [r.id for r in held]
         builder.add("steps=0", SettingOutcome(ids=ids, generations=before, golds=golds))
         builder.add(f"steps={self.params.steps}", SettingOutcome(ids=ids, generations=after, golds=golds))
-        return builder.build(train_ids=[r.id for r in train], steps=self.params.steps, lr=self.params.lr,
-                             lora=self.params.lora is not None,
-                             final_loss=history[-1]["loss"] if history else None)
+        return builder.build(
+            train_ids=[r.id for r in train],
+            steps=self.params.steps,
+            lr=self.params.lr,
+            lora=self.params.lora is not None,
+            final_loss=history[-1]["loss"] if history else None,
+        )

@@ -80,6 +80,82 @@ def unlearn(config: Path, overrides: Overrides = None,
     run_training(cfg, resume=resume, log=console.print)
 
 
+@app.command("eval")
+@handle_errors
+def eval_(model: Annotated[str, typer.Argument(help="model spec or run directory")], config: Path,
+          overrides: Overrides = None,
+          output: Annotated[Path | None, typer.Option("-o", "--output", help="folder for results and report")] = None,
+          name: Annotated[str | None, typer.Option(help="row name in tables")] = None,
+          target: Annotated[Path | None, typer.Option(help="the target's results.json (relative objectives)")]
+          = None) -> None:
+    """Evaluate a model on all four objectives and the attacks: results.json + report."""
+    _quiet_libraries()
+    from harmonia.evaluation.harness import evaluate
+    from harmonia.models import load_tokenizer
+    from harmonia.pipelines.records import load_run_records
+    from harmonia.reports.report import write_report
+    from harmonia.reports.tables import rich_table
+
+    cfg = _run_config(config, overrides)
+    records = load_run_records(cfg.data_file, cfg.data, load_tokenizer(model))
+    out = output or (Path(model) / "eval" if Path(model).is_dir() else Path("runs") / "eval")
+    results = evaluate(model, records, cfg.evaluation, name=name or Path(model).name, reference=target, out=out,
+                       log=console.print)
+    paths = write_report([results], out, title=f"harmonia evaluation: {results.name}")
+    console.print(rich_table([results]))
+    console.print(f"results: {out / 'results.json'}  report: {paths.html}")
+
+
+@app.command("teacher-report")
+@handle_errors
+def teacher_report(config: Path, overrides: Overrides = None) -> None:
+    """Measure the instructed teacher before training: does it decline forget and answer neighbours?"""
+    _quiet_libraries()
+    from harmonia.models import load_model
+    from harmonia.pipelines.records import load_run_records
+    from harmonia.teacher.config import TeacherConfig
+    from harmonia.teacher.context import build_context
+    from harmonia.teacher.report import compute_teacher_report, format_report, separates
+
+    cfg = _run_config(config, overrides)
+    teacher_cfg = TeacherConfig.model_validate(cfg.method.params.get("teacher", {}))
+    loaded = load_model(cfg.model.spec, dtype=cfg.model.dtype)
+    records = load_run_records(cfg.data_file, cfg.data, loaded.tokenizer)
+    context = build_context(teacher_cfg, records)
+    held_out = [r for r in records if r.role in ("forget", "neighbor", "retain") and not r.metadata.get("calibration")]
+    report = compute_teacher_report(loaded.model, loaded.tokenizer, context, held_out, teacher_cfg.report)
+    console.print(format_report(report), highlight=False)
+    verdict = separates(report, teacher_cfg.report.thresholds)
+    console.print("[green]the teacher separates forget from neighbour questions[/]" if verdict.ok
+                  else f"[red]the teacher does not separate:[/] {'; '.join(verdict.reasons)}")
+
+
+@app.command()
+@handle_errors
+def demo(config: Annotated[str | None, typer.Option(help="demo config (default: the shipped TOFU demo)")] = None,
+         overrides: Overrides = None,
+         baselines: Annotated[str | None, typer.Option(help="'all' or comma-separated method names")] = None
+         ) -> None:
+    """The whole mission on the embedded model: target, teacher, unlearning, baselines, evaluation."""
+    _quiet_libraries()
+    from harmonia.config import load_config
+    from harmonia.methods.base import list_methods
+    from harmonia.pipelines.demo import run_demo
+    from harmonia.pipelines.demo_config import DemoConfig, demo_config_path
+    from harmonia.reports.tables import rich_table
+
+    cfg = load_config(DemoConfig, demo_config_path(config), overrides or [])
+    chosen = None
+    if baselines == "all":
+        chosen = [m for m in list_methods() if m not in {cfg.unlearn.method.name, "sft"}]
+    elif baselines:
+        chosen = [b.strip() for b in baselines.split(",") if b.strip()]
+    result = run_demo(cfg, baselines=chosen, log=console.print)
+    console.print(rich_table(result.results, title="harmonia demo"))
+    console.print("time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
+    console.print(f"report: {result.report_html}")
+
+
 @app.command()
 @handle_errors
 def methods() -> None:
@@ -107,6 +183,70 @@ def ask(question: str, model: Annotated[str, typer.Option(help="model spec")] = 
     (answer,) = generate(loaded.model, loaded.tokenizer, [prompt], max_new_tokens=max_new_tokens,
                          progress=False)
     console.print(answer, highlight=False)
+
+
+@data_app.command("build")
+@handle_errors
+def data_build(config: Path, output: Annotated[Path, typer.Option("-o", "--output", help="JSONL to write")],
+               model: Annotated[str, typer.Option(help="tokenizer for prefill tokens and lengths")] =
+               "smollm2-135m-instruct") -> None:
+    """Loaders + standardisation + anchors + prefill records -> one JSONL that training reads."""
+    _quiet_libraries()
+    from harmonia.data.build import build_dataset, summarise_records
+    from harmonia.data.config import load_data_config
+    from harmonia.data.jsonl import write_records
+    from harmonia.data.summary import render_summary
+    from harmonia.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    records = build_dataset(load_data_config(config), tokenizer=tokenizer)
+    write_records(output, records)
+    render_summary(summarise_records(records, tokenizer=tokenizer, path=output), console)
+    console.print(f"wrote {len(records)} records to {output}")
+
+
+@data_app.command("inspect")
+@handle_errors
+def data_inspect(file: Path, model: Annotated[str | None, typer.Option(help="tokenizer for token lengths")] = None
+                 ) -> None:
+    """Counts per role, source and group, a length histogram and examples of a QA JSONL file."""
+    _quiet_libraries()
+    from harmonia.data.summary import inspect_dataset, render_summary
+
+    tokenizer = None
+    if model:
+        from harmonia.models import load_tokenizer
+
+        tokenizer = load_tokenizer(model)
+    render_summary(inspect_dataset(file, tokenizer=tokenizer), console)
+
+
+@app.command()
+@handle_errors
+def compare(runs: list[Path], output: Annotated[Path | None, typer.Option("-o", "--output",
+                                                                          help="write a report here")] = None
+            ) -> None:
+    """Put evaluated runs side by side: one table (and, with -o, one report with plots)."""
+    from harmonia.reports.compare import compare_runs, load_runs
+    from harmonia.reports.report import write_report
+
+    table, _ = compare_runs(runs)
+    console.print(table)
+    if output is not None:
+        paths = write_report(load_runs(runs), output, title="harmonia comparison")
+        console.print(f"report: {paths.html}")
+
+
+@app.command()
+@handle_errors
+def serve(model: Annotated[str, typer.Argument(help="model spec")] = "smollm2-135m-instruct",
+          host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve a model behind an OpenAI-compatible /v1/chat/completions endpoint."""
+    _quiet_libraries()
+    from harmonia.models.server import serve as serve_model
+
+    console.print(f"serving {model} at http://{host}:{port}/v1 (Ctrl-C stops)")
+    serve_model(model, host=host, port=port)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -43,8 +43,16 @@ from harmonia.evaluation.metrics.mia import DEFAULT_MIN_K
 from harmonia.evaluation.privacy import MIA_METRICS
 
 MetricGroup = Literal["qa", "probability", "truth_ratio", "knowmem", "verbmem", "mcq", "perplexity", "mia"]
-METRIC_GROUPS: tuple[str, ...] = ("qa", "probability", "truth_ratio", "knowmem", "verbmem", "mcq", "perplexity",
-                                  "mia")
+METRIC_GROUPS: tuple[str, ...] = (
+    "qa",
+    "probability",
+    "truth_ratio",
+    "knowmem",
+    "verbmem",
+    "mcq",
+    "perplexity",
+    "mia",
+)
 
 
 class _Section(BaseModel):
@@ -122,8 +130,9 @@ class PrivacySettings(_Section):
     reference_auc: dict[str, float] = Field(default_factory=dict)
     reference_results: Path | None = None
 
-    _files = field_validator("forget_texts", "holdout_texts", "retain_texts", "reference_results",
-                             mode="before")(_existing_file)
+    _files = field_validator(
+        "forget_texts", "holdout_texts", "retain_texts", "reference_results", mode="before"
+    )(_existing_file)
 
     @field_validator("reference_auc")
     @classmethod
@@ -149,7 +158,9 @@ class AttackConfigs(_Section):
 
     def enabled(self) -> dict[str, Any]:
         """Attack name -> params, for the attacks switched on, in declaration order."""
-        return {name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None}
+        return {
+            name: getattr(self, name) for name in type(self).model_fields if getattr(self, name) is not None
+        }
 
 
 class ObjectiveSettings(_Section):
@@ -166,14 +177,18 @@ class ObjectiveSettings(_Section):
 
 
 class EvalConfig(_Section):
-    metrics: list[MetricGroup] = Field(default_factory=lambda: list(METRIC_GROUPS))
-    system: str | None = None
+    """Everything ``evaluate`` needs besides the model and the records (see the module docstring)."""
+
+    metrics: list[MetricGroup] = Field(default_factory=lambda: list(METRIC_GROUPS),
+                                       description="metric groups to run; each skips when the data has none")
+    system: str | None = Field(None, description="system turn for every chat prompt (None = template default)")
     subsets: SubsetSettings = Field(default_factory=SubsetSettings)
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
-    scoring_batch_size: int = Field(8, gt=0)
-    max_length: int | None = Field(None, gt=8)
-    success_threshold: float = Field(0.5, ge=0, le=1)
-    use_stemmer: bool = True
+    scoring_batch_size: int = Field(8, gt=0, description="batch size of teacher-forced scoring passes")
+    max_length: int | None = Field(None, gt=8, description="scored sequences longer than this lose context "
+                                   "tokens from the left")
+    success_threshold: float = Field(0.5, ge=0, le=1, description="ROUGE-L recall at which a probe leaked")
+    use_stemmer: bool = Field(True, description="ROUGE stemming for QA metrics and attacks (TOFU: true)")
     knowmem: KnowMemSettings = Field(default_factory=KnowMemSettings)
     verbmem: VerbMemSettings = Field(default_factory=VerbMemSettings)
     mcq: MCQSettings = Field(default_factory=MCQSettings)

@@ -22,11 +22,19 @@ def require_lm_eval() -> None:
         raise ConfigError(
             "mcq.backend: 'lm_eval' needs the lm-eval package, which is not installed. Install it with "
             "pip install 'harmonia[lmeval]' (and its task data), or set mcq.backend: harmonia to use "
-            "the built-in scorer (same prompt format, on the records you pass).")
+            "the built-in scorer (same prompt format, on the records you pass)."
+        )
 
 
-def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, batch_size: int = 8,
-                limit: int | None = None, num_fewshot: int | None = None) -> dict[str, MetricEntry]:
+def run_lm_eval(
+    model: Any,
+    tokenizer: Any,
+    tasks: Sequence[str],
+    *,
+    batch_size: int = 8,
+    limit: int | None = None,
+    num_fewshot: int | None = None,
+) -> dict[str, MetricEntry]:
     """Accuracy per lm-eval task as ``"lm_eval_acc/{task}"`` (per-sample values where lm-eval logs them)."""
     require_lm_eval()
     if not tasks:
@@ -35,8 +43,9 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, batch_size:
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
-    output = simple_evaluate(model=lm, tasks=list(tasks), limit=limit, num_fewshot=num_fewshot,
-                             log_samples=True)
+    output = simple_evaluate(
+        model=lm, tasks=list(tasks), limit=limit, num_fewshot=num_fewshot, log_samples=True
+    )
     if output is None:  # lm-eval returns None on non-zero ranks of a distributed run
         return {}
     out: dict[str, MetricEntry] = {}
@@ -46,8 +55,10 @@ def run_lm_eval(model: Any, tokenizer: Any, tasks: Sequence[str], *, batch_size:
             continue
         rows = samples.get(task, [])
         out[f"lm_eval_acc/{task}"] = MetricEntry(
-            value=float(metrics["acc,none"]), n_used=len(rows) or int(metrics.get("samples", 0) or 0),
+            value=float(metrics["acc,none"]),
+            n_used=len(rows) or int(metrics.get("samples", 0) or 0),
             per_example=[float(r["acc"]) for r in rows if "acc" in r],
             example_ids=[f"{task}/{r.get('doc_id', i)}" for i, r in enumerate(rows) if "acc" in r],
-            details={k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+            details={k: v for k, v in metrics.items() if isinstance(v, (int, float, str))},
+        )
     return out

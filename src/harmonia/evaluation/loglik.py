@@ -66,8 +66,9 @@ def prefix_token_id(tokenizer: Any) -> int:
     for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
         if token_id is not None:
             return int(token_id)
-    raise DataError(None, "the tokenizer has neither a BOS nor an EOS token to start a text with",
-                    field="tokenizer")
+    raise DataError(
+        None, "the tokenizer has neither a BOS nor an EOS token to start a text with", field="tokenizer"
+    )
 
 
 def encode_plain(tokenizer: Any, text: str) -> list[int]:
@@ -75,8 +76,14 @@ def encode_plain(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
 
 
-def encode_pair(tokenizer: Any, context: str, continuation: str, *, max_length: int | None = None,
-                max_continuation_tokens: int | None = None) -> tuple[list[int], int]:
+def encode_pair(
+    tokenizer: Any,
+    context: str,
+    continuation: str,
+    *,
+    max_length: int | None = None,
+    max_continuation_tokens: int | None = None,
+) -> tuple[list[int], int]:
     """``(input_ids, n_continuation_tokens)`` for one context/continuation pair (module docstring)."""
     ctx = encode_plain(tokenizer, context) or [prefix_token_id(tokenizer)]
     cont = encode_plain(tokenizer, continuation)
@@ -84,9 +91,13 @@ def encode_pair(tokenizer: Any, context: str, continuation: str, *, max_length: 
         cont = cont[:max_continuation_tokens]
     if max_length is not None and len(ctx) + len(cont) > max_length:
         if len(cont) >= max_length:
-            raise DataError(None, f"the continuation has {len(cont)} tokens, no room for context within "
-                            f"max_length {max_length}", field="continuation")
-        ctx = ctx[len(ctx) + len(cont) - max_length:]
+            raise DataError(
+                None,
+                f"the continuation has {len(cont)} tokens, no room for context within "
+                f"max_length {max_length}",
+                field="continuation",
+            )
+        ctx = ctx[len(ctx) + len(cont) - max_length :]
     return ctx + cont, len(cont)
 
 
@@ -110,8 +121,12 @@ def last_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
     Position ids are computed from the mask, so a left-padded row is numbered as if unpadded.
     """
     position_ids = (attention_mask.cumsum(dim=-1) - 1).clamp(min=0)
-    kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask,
-                              "position_ids": position_ids, "use_cache": False}
+    kwargs: dict[str, Any] = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "use_cache": False,
+    }
     if _accepts_logits_to_keep(type(_base_model(model))):
         kwargs["logits_to_keep"] = keep
     logits = model(**kwargs).logits
@@ -132,18 +147,30 @@ def _moments(logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
-def score_continuations(model: Any, tokenizer: Any, contexts: Sequence[str], continuations: Sequence[str], *,
-                        batch_size: int = 8, moments: bool = False, max_length: int | None = None,
-                        max_continuation_tokens: int | None = None, progress: bool = True,
-                        description: str = "scoring") -> list[ContinuationScore]:
+def score_continuations(
+    model: Any,
+    tokenizer: Any,
+    contexts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    batch_size: int = 8,
+    moments: bool = False,
+    max_length: int | None = None,
+    max_continuation_tokens: int | None = None,
+    progress: bool = True,
+    description: str = "scoring",
+) -> list[ContinuationScore]:
     """Log-probability of every continuation token given its context, in input order."""
     if len(contexts) != len(continuations):
-        raise DataError(None, f"{len(contexts)} contexts but {len(continuations)} continuations",
-                        field="continuations")
+        raise DataError(
+            None, f"{len(contexts)} contexts but {len(continuations)} continuations", field="continuations"
+        )
     if batch_size < 1:
         raise DataError(None, f"batch_size must be >= 1, got {batch_size}", field="batch_size")
-    encoded = [encode_pair(tokenizer, c, x, max_length=max_length, max_continuation_tokens=max_continuation_tokens)
-               for c, x in zip(contexts, continuations, strict=True)]
+    encoded = [
+        encode_pair(tokenizer, c, x, max_length=max_length, max_continuation_tokens=max_continuation_tokens)
+        for c, x in zip(contexts, continuations, strict=True)
+    ]
     # Longest first: similar lengths share a batch (little padding), and a memory problem shows at once.
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i][0]), i))
     out: list[ContinuationScore | None] = [None] * len(encoded)
@@ -151,15 +178,15 @@ def score_continuations(model: Any, tokenizer: Any, contexts: Sequence[str], con
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token_id(tokenizer)
     with progress_bar(description, total=len(encoded), enabled=progress) as advance:
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             width = max(len(encoded[i][0]) for i in idx)
             keep = max(encoded[i][1] for i in idx) + 1
             ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for row, i in enumerate(idx):
                 seq = encoded[i][0]
-                ids[row, width - len(seq):] = torch.tensor(seq)
-                mask[row, width - len(seq):] = 1
+                ids[row, width - len(seq) :] = torch.tensor(seq)
+                mask[row, width - len(seq) :] = 1
             logits = last_logits(model, ids.to(device), mask.to(device), keep)
             for row, i in enumerate(idx):
                 n = encoded[i][1]
@@ -168,27 +195,38 @@ def score_continuations(model: Any, tokenizer: Any, contexts: Sequence[str], con
     return [s for s in out if s is not None]
 
 
-def _row_score(logits: torch.Tensor, ids: torch.Tensor, n: int, keep: int, moments: bool) -> ContinuationScore:
+def _row_score(
+    logits: torch.Tensor, ids: torch.Tensor, n: int, keep: int, moments: bool
+) -> ContinuationScore:
     if n == 0:
         empty = np.zeros(0, dtype=np.float64)
         return ContinuationScore(empty, empty if moments else None, empty if moments else None)
     # Kept column j holds position width-keep+j; the n continuation tokens (the last n ids) are
     # predicted by the n positions before each of them: kept columns keep-n-1 .. keep-2.
-    logprobs = torch.log_softmax(logits[keep - n - 1:keep - 1], dim=-1)
+    logprobs = torch.log_softmax(logits[keep - n - 1 : keep - 1], dim=-1)
     targets = ids[-n:]
     # log_softmax can round to a hair above 0; a log-probability is <= 0 by definition.
     token_lp = logprobs.gather(-1, targets[:, None])[:, 0].clamp(max=0.0)
     if not moments:
         return ContinuationScore(token_lp.double().cpu().numpy())
     mu, sigma = _moments(logprobs)
-    return ContinuationScore(token_lp.double().cpu().numpy(), mu.double().cpu().numpy(),
-                             sigma.double().cpu().numpy())
+    return ContinuationScore(
+        token_lp.double().cpu().numpy(), mu.double().cpu().numpy(), sigma.double().cpu().numpy()
+    )
 
 
 @torch.no_grad()
-def next_token_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], token_ids: Sequence[int], *,
-                        batch_size: int = 8, max_length: int | None = None, progress: bool = True,
-                        description: str = "scoring options") -> list[list[float]]:
+def next_token_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    token_ids: Sequence[int],
+    *,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    progress: bool = True,
+    description: str = "scoring options",
+) -> list[list[float]]:
     """``log p(token | prompt)`` for each of ``token_ids`` after each prompt: one forward per prompt.
 
     The fast path for multiple choice, where every option is a single token (" A" .. " D"):
@@ -207,14 +245,16 @@ def next_token_logprobs(model: Any, tokenizer: Any, prompts: Sequence[str], toke
     wanted = torch.tensor(list(token_ids), dtype=torch.long, device=device)
     with progress_bar(description, total=len(encoded), enabled=progress) as advance:
         for start in range(0, len(order), batch_size):
-            idx = order[start:start + batch_size]
+            idx = order[start : start + batch_size]
             width = max(len(encoded[i]) for i in idx)
             ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(idx), width), dtype=torch.long)
             for row, i in enumerate(idx):
-                ids[row, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[row, width - len(encoded[i]):] = 1
-            logprobs = torch.log_softmax(last_logits(model, ids.to(device), mask.to(device), 1)[:, -1], dim=-1)
+                ids[row, width - len(encoded[i]) :] = torch.tensor(encoded[i])
+                mask[row, width - len(encoded[i]) :] = 1
+            logprobs = torch.log_softmax(
+                last_logits(model, ids.to(device), mask.to(device), 1)[:, -1], dim=-1
+            )
             chosen = logprobs[:, wanted].clamp(max=0.0).double().cpu().numpy()
             for row, i in enumerate(idx):
                 out[i] = [float(v) for v in chosen[row]]

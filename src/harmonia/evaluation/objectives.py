@@ -52,64 +52,95 @@ def _pick(metrics: Mapping[str, MetricEntry], chosen: str | None, defaults: Sequ
     return next((k for k in defaults if k in metrics), None)
 
 
-def _component(metrics: Mapping[str, MetricEntry], target: EvalResults | None, key: str | None,
-               candidates: Sequence[str], mcq_chance: float,
-               formula: Callable[[float, float, float], float]) -> tuple[float | None, dict[str, Any]]:
+def _component(
+    metrics: Mapping[str, MetricEntry],
+    target: EvalResults | None,
+    key: str | None,
+    candidates: Sequence[str],
+    mcq_chance: float,
+    formula: Callable[[float, float, float], float],
+) -> tuple[float | None, dict[str, Any]]:
     if key is None:
         return None, {"note": f"no metric for it among {list(candidates)}"}
     value = metrics[key].value
     chance = metric_chance(key, mcq_chance)
     reference = target.value(key) if target is not None else None
-    info: dict[str, Any] = {"metric": key, "value": value, "chance": chance,
-                            "target": reference, "relative": reference is not None}
+    info: dict[str, Any] = {
+        "metric": key,
+        "value": value,
+        "chance": chance,
+        "target": reference,
+        "relative": reference is not None,
+    }
     try:
         return formula(value, 1.0 if reference is None else reference, chance), info
     except DataError as exc:
         return None, {**info, "note": str(exc)}
 
 
-def compute_objectives(metrics: Mapping[str, MetricEntry], attacks: Mapping[str, AttackEntry], *,
-                       settings: ObjectiveSettings | None = None, target: EvalResults | None = None,
-                       mcq_chance: float = 0.25) -> tuple[Objectives, dict[str, Any]]:
+def compute_objectives(
+    metrics: Mapping[str, MetricEntry],
+    attacks: Mapping[str, AttackEntry],
+    *,
+    settings: ObjectiveSettings | None = None,
+    target: EvalResults | None = None,
+    mcq_chance: float = 0.25,
+) -> tuple[Objectives, dict[str, Any]]:
     """The objectives and, per component, what it was computed from (for ``meta["objectives"]``)."""
     settings = settings or ObjectiveSettings()
     explain: dict[str, Any] = {}
 
     forget_key = _pick(metrics, settings.forget_metric, FORGET_METRICS)
-    forget, explain["forget_efficacy"] = _component(metrics, target, forget_key, FORGET_METRICS, mcq_chance,
-                                                    normalised_forgetting)
+    forget, explain["forget_efficacy"] = _component(
+        metrics, target, forget_key, FORGET_METRICS, mcq_chance, normalised_forgetting
+    )
 
     neighbour_key = _pick(metrics, settings.neighbour_metric, NEIGHBOUR_METRICS)
-    neighbour, explain["neighbour_retention"] = _component(metrics, target, neighbour_key, NEIGHBOUR_METRICS,
-                                                           mcq_chance, normalised_retention)
+    neighbour, explain["neighbour_retention"] = _component(
+        metrics, target, neighbour_key, NEIGHBOUR_METRICS, mcq_chance, normalised_retention
+    )
     if neighbour is not None:
         refusal = metrics.get("over_refusal/neighbor")
         if refusal is None:
-            explain["neighbour_retention"]["note"] = "no over-refusal measured; factor (1 - over_refusal) left out"
+            explain["neighbour_retention"]["note"] = (
+                "no over-refusal measured; factor (1 - over_refusal) left out"
+            )
         else:
             neighbour *= 1.0 - refusal.value
             explain["neighbour_retention"]["over_refusal"] = refusal.value
 
     utility_key = _pick(metrics, settings.utility_metric, UTILITY_METRICS)
-    utility, explain["utility"] = _component(metrics, target, utility_key, UTILITY_METRICS, mcq_chance,
-                                             normalised_retention)
+    utility, explain["utility"] = _component(
+        metrics, target, utility_key, UTILITY_METRICS, mcq_chance, normalised_retention
+    )
 
     resistance = None
     attack = attacks.get(settings.attack)
     if attack is not None and attack.success_rate:
         worst_setting = max(attack.success_rate, key=lambda s: attack.success_rate[s])
         resistance = resistance_from_success_rate(attack.worst)
-        explain["attack_resistance"] = {"attack": settings.attack, "worst_setting": worst_setting,
-                                        "worst_success_rate": attack.worst}
+        explain["attack_resistance"] = {
+            "attack": settings.attack,
+            "worst_setting": worst_setting,
+            "worst_success_rate": attack.worst,
+        }
     else:
-        explain["attack_resistance"] = {"note": f"attack '{settings.attack}' did not run or had no success rate"}
+        explain["attack_resistance"] = {
+            "note": f"attack '{settings.attack}' did not run or had no success rate"
+        }
 
-    parts = {"forget_efficacy": forget, "neighbour_retention": neighbour, "utility": utility,
-             "attack_resistance": resistance}
+    parts = {
+        "forget_efficacy": forget,
+        "neighbour_retention": neighbour,
+        "utility": utility,
+        "attack_resistance": resistance,
+    }
     combined = None
     if all(v is not None for v in parts.values()):
         combined = combined_score(**parts).value  # type: ignore[arg-type]
     else:
-        explain["combined"] = {"note": "needs all four objectives; missing: "
-                               + ", ".join(k for k, v in parts.items() if v is None)}
+        explain["combined"] = {
+            "note": "needs all four objectives; missing: "
+            + ", ".join(k for k, v in parts.items() if v is None)
+        }
     return Objectives(**parts, combined=combined), explain

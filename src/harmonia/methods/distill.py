@@ -57,6 +57,7 @@ from harmonia.teacher import context as teacher_context
 from harmonia.teacher import report as teacher_report
 from harmonia.teacher import targets as tt
 from harmonia.teacher.config import Position, ResponseSource, TeacherConfig
+from harmonia.teacher.decoding import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +114,7 @@ class DuetParams(DistillParams):
     @model_validator(mode="after")
     def _first_only(self) -> DuetParams:
         if "response" in self.positions:
-            raise ValueError(
-                "DUET distils the first answer token only; use positions [first] or [first, prefill]"
-            )
+            raise ValueError("DUET distils the first answer token only; use positions [first] or [first, prefill]")
         return self
 
 
@@ -169,23 +168,18 @@ class TeacherDistillation(Method):
         self.context = teacher_context.build_context(self.p.teacher, records, exclude=eval_records)
         tok = self.ctx.tokenizer
         cache = tt.TargetCache(self.p.teacher.cache_dir) if self.p.cache else None
-        with self.ctx.reference_model() as teacher:
-            was_training = teacher.training
-            teacher.eval()
-            try:
-                if eval_records:
-                    self._report(teacher, eval_records)
-                fingerprint = tt.model_fingerprint(teacher) if cache is not None else ""
-                responses = None
-                if "response" in spans:
-                    responses = self._responses(teacher, records, cache, fingerprint)
-                self.targets = tt.build_targets(
-                    tok, self.context, records, responses, self.p.positions, self.ctx.max_length
-                )
-                if cache is not None:
-                    self._cached_topk(teacher, records, cache, fingerprint)
-            finally:
-                teacher.train(was_training)
+        with self.ctx.reference_model() as teacher, eval_mode(teacher):
+            if eval_records:
+                self._report(teacher, eval_records)
+            fingerprint = tt.model_fingerprint(teacher) if cache is not None else ""
+            responses = None
+            if "response" in spans:
+                responses = self._responses(teacher, records, cache, fingerprint)
+            self.targets = tt.build_targets(
+                tok, self.context, records, responses, self.p.positions, self.ctx.max_length
+            )
+            if cache is not None:
+                self._cached_topk(teacher, records, cache, fingerprint)
         self._write_run_files()
         return records
 
@@ -222,9 +216,7 @@ class TeacherDistillation(Method):
         cache.save("responses", key, ids, {"tokens": [torch.tensor(out[i], dtype=torch.long) for i in ids]})
         return out
 
-    def _cached_topk(
-        self, teacher: Any, records: list[QARecord], cache: tt.TargetCache, fingerprint: str
-    ) -> None:
+    def _cached_topk(self, teacher: Any, records: list[QARecord], cache: tt.TargetCache, fingerprint: str) -> None:
         targets = [self.targets[r.id] for r in records]
         ids = [r.id for r in records]
         key = tt.topk_key(fingerprint, targets, self.topk_k, self.alpha)
@@ -241,9 +233,7 @@ class TeacherDistillation(Method):
 
     def _report(self, teacher: Any, eval_records: list[QARecord]) -> None:
         assert self.context is not None
-        report = teacher_report.compute_teacher_report(
-            teacher, self.ctx.tokenizer, self.context, eval_records
-        )
+        report = teacher_report.compute_teacher_report(teacher, self.ctx.tokenizer, self.context, eval_records)
         log.info("%s", teacher_report.format_report(report))
         run_dir = self.ctx.extras.get("run_dir")
         if run_dir is not None:
@@ -293,13 +283,14 @@ class TeacherDistillation(Method):
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Term]:
         mask = batch["distill_mask"].bool()
-        student = gather_positions(causal_lm_logits(model, batch), mask)
-        roles = batch["role_id"].unsqueeze(1).expand_as(mask)[mask]
+        logits = causal_lm_logits(model, batch)
+        position_roles = batch["role_id"].unsqueeze(1).expand_as(mask)
+        roles = position_roles[mask]
         teacher = self.teacher(batch)
         n_teacher = teacher.ids.shape[0] if isinstance(teacher, TopK) else teacher.shape[0]
-        if n_teacher != student.shape[0]:
+        if n_teacher != roles.shape[0]:
             raise RuntimeError(
-                f"{student.shape[0]} student and {n_teacher} teacher positions: the examples' "
+                f"{roles.shape[0]} student and {n_teacher} teacher positions: the examples' "
                 "distill masks are not aligned"
             )
         terms: dict[str, Term] = {}
@@ -307,13 +298,14 @@ class TeacherDistillation(Method):
             sel = roles == i
             if not bool(sel.any()):
                 continue
+            # the role's rows straight from the logits (one [N_role, V] copy with a gradient, not
+            # two); both selections are in row-major order, so they stay aligned with the teacher's
+            student = gather_positions(logits, mask & (position_roles == i))
             part = TopK(teacher.ids[sel], teacher.values[sel]) if isinstance(teacher, TopK) else teacher[sel]
-            terms.update(self.role_terms(role, student[sel], part, self.p.role_weights[role]))
+            terms.update(self.role_terms(role, student, part, self.p.role_weights[role]))
         return terms
 
-    def role_terms(
-        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float
-    ) -> dict[str, Term]:
+    def role_terms(self, role: str, student: torch.Tensor, teacher: Teacher, weight: float) -> dict[str, Term]:
         raise NotImplementedError
 
 
@@ -339,9 +331,7 @@ class Harmonia(TeacherDistillation):
             )
             self.push = "hinge"
 
-    def role_terms(
-        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float
-    ) -> dict[str, Term]:
+    def role_terms(self, role: str, student: torch.Tensor, teacher: Teacher, weight: float) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, HarmoniaParams)
         sums = losses.topk_distill_sums(
@@ -360,9 +350,7 @@ class Duet(TeacherDistillation):
     name = "duet"
     Params = DuetParams
 
-    def role_terms(
-        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float
-    ) -> dict[str, Term]:
+    def role_terms(self, role: str, student: torch.Tensor, teacher: Teacher, weight: float) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, DuetParams)
         # the push sum is not used; 'hinge' is the variant that also works from the cache
@@ -377,15 +365,11 @@ class Bild(TeacherDistillation):
     name = "bild"
     Params = BildParams
 
-    def role_terms(
-        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float
-    ) -> dict[str, Term]:
+    def role_terms(self, role: str, student: torch.Tensor, teacher: Teacher, weight: float) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, BildParams)
         if isinstance(teacher, TopK):
             raise ConfigError("bild needs the live teacher (cache: false)")
         return {
-            f"bild:{role}": Term(
-                losses.bild_sum(student, teacher, p.k, p.temperature), f"positions:{role}", weight
-            )
+            f"bild:{role}": Term(losses.bild_sum(student, teacher, p.k, p.temperature), f"positions:{role}", weight)
         }

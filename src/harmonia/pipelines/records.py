@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harmonia.data.config import DataConfig
 from harmonia.data.schema import QARecord
 from harmonia.errors import ConfigError
 
 
-def load_run_records(data_file: Path | None, data_config: Any | None) -> list[QARecord]:
+def load_run_records(data_file: Path | None, data_config: DataConfig | None, tokenizer: Any) -> list[QARecord]:
     if (data_file is None) == (data_config is None):
         raise ConfigError("set exactly one of 'data_file' (a built JSONL) and 'data' (a data config)")
     if data_file is not None:
@@ -18,4 +19,4 @@ def load_run_records(data_file: Path | None, data_config: Any | None) -> list[QA
         return read_records(data_file)
     from harmonia.data.build import build_dataset
 
-    return build_dataset(data_config)
+    return build_dataset(data_config, tokenizer=tokenizer)

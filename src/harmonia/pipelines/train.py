@@ -32,8 +32,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, cache_targets: bool = 
     With ``cache_targets`` (``harmonia finetune``) the run directory is keyed by a hash of model,
     data and config under ``$HARMONIA_HOME/targets``, and an existing finished run is reused.
     """
-    records = records if records is not None else load_run_records(cfg.data_file, cfg.data)
     loaded = load_model(cfg.model.spec, dtype=cfg.model.dtype, trust_remote_code=cfg.model.trust_remote_code)
+    if records is None:
+        records = load_run_records(cfg.data_file, cfg.data, loaded.tokenizer)
     if cfg.train.output_dir is not None:
         run_dir = Path(cfg.train.output_dir)
     elif cache_targets:

@@ -101,7 +101,7 @@ def answered_forget(run: EvalResults, *, threshold: float = DEFAULT_THRESHOLD,
                     limit: int = DEFAULT_LIMIT) -> ExampleTable | None:
     """Forget questions still answered (ROUGE-L recall >= threshold), highest recall first."""
     key = find_metric_key(run, "rougeL_recall", ("forget",))
-    if key is None:
+    if key is None or not run.metrics[key].per_example:  # an aggregate alone lists no examples
         return None
     hits = [r for r in metric_rows(run, key) if r.score is not None and r.score >= threshold]
     hits.sort(key=lambda r: (-(r.score or 0.0), r.example_id))
@@ -115,7 +115,7 @@ def refused_neighbours(run: EvalResults, *, limit: int = DEFAULT_LIMIT) -> Examp
     Texts the refusal entry lacks are taken from the neighbour ROUGE-L entry, matched by id.
     """
     key = over_refusal_key(run)
-    if key is None:
+    if key is None or not run.metrics[key].per_example:
         return None
     recall_key = find_metric_key(run, "rougeL_recall", NEIGHBOUR_SUBSETS)
     recall = {r.example_id: r for r in metric_rows(run, recall_key)} if recall_key is not None else {}

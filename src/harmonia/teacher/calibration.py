@@ -27,14 +27,17 @@ from typing import Any
 
 from harmonia.config import TrainConfig
 from harmonia.data.prefill import split_answer
-from harmonia.data.schema import QARecord, Role
+from harmonia.data.schema import QARecord
 from harmonia.errors import DataError, HarmoniaError
 from harmonia.io import write_json_atomic
 from harmonia.methods.base import Example, MethodParams
 from harmonia.methods.encoding import encode_qa, with_role
 from harmonia.methods.sft import SFT
 from harmonia.teacher.config import CalibrationConfig, TeacherConfig
+from harmonia.teacher.context import build_context
 from harmonia.teacher.instruction import Scope, load_template, render_instruction
+from harmonia.teacher.report import TeacherReport, check_separation, compute_teacher_report, separates
+from harmonia.training.engine import Engine
 
 SOURCE = "calibration"
 
@@ -44,9 +47,7 @@ class CalibrationLeakError(HarmoniaError):
 
 
 def is_calibration_record(record: QARecord, config: CalibrationConfig) -> bool:
-    return record.metadata.get("calibration") is True or (
-        bool(record.group) and record.group in config.groups
-    )
+    return record.metadata.get("calibration") is True or (bool(record.group) and record.group in config.groups)
 
 
 def calibration_pool(records: Sequence[QARecord], config: CalibrationConfig) -> dict[str, list[QARecord]]:
@@ -56,9 +57,7 @@ def calibration_pool(records: Sequence[QARecord], config: CalibrationConfig) -> 
         if not is_calibration_record(r, config) or r.prefill or r.is_mcq or "parent_id" in r.metadata:
             continue
         if not r.group:
-            raise DataError(
-                None, "calibration records need the entity's name as group", record=r.id, field="group"
-            )
+            raise DataError(None, "calibration records need the entity's name as group", record=r.id, field="group")
         pool.setdefault(r.group, []).append(r)
     return pool
 
@@ -91,23 +90,16 @@ def assert_disjoint(examples: Sequence[QARecord], forbidden: Sequence[str]) -> N
 
 
 def _example(
-    eid: str,
-    question: str,
-    answer: str,
-    role: Role,
-    group: str,
-    kind: str,
-    system: str | None,
-    named: Sequence[str],
-    prefill: str = "",
+    eid: str, source: QARecord, answer: str, kind: str, system: str | None, named: Sequence[str], prefill: str = ""
 ) -> QARecord:
+    # one role for all: calibration is plain SFT over the set, sampled uniformly
     return QARecord(
         id=eid,
-        question=question,
+        question=source.question,
         answer=answer,
-        role=role,
+        role="retain",
         source=SOURCE,
-        group=group,
+        group=source.group,
         prefill=prefill,
         metadata={"calibration": True, "kind": kind, "system": system, "named": list(named)},
     )
@@ -120,9 +112,7 @@ def _split(record: QARecord, tokenizer: Any, k: int) -> tuple[str, str] | None:
         raise DataError(None, str(exc), record=record.id, field="answer") from None
 
 
-def _mixed_sample(
-    rng: random.Random, first: Sequence[QARecord], second: Sequence[QARecord], n: int
-) -> list[QARecord]:
+def _mixed_sample(rng: random.Random, first: Sequence[QARecord], second: Sequence[QARecord], n: int) -> list[QARecord]:
     """``n`` records, half from ``first`` (entities named as allowed), half from ``second`` (unnamed
     ones), topped up from the other list when one runs short: answering must not depend on
     being named."""
@@ -169,43 +159,19 @@ def build_calibration_records(
             about_named = [r for e in named for r in pool[e]]
             about_allowed = [r for e in allowed for r in pool[e]]
             about_unnamed = [r for e in rest if e not in allowed for r in pool[e]]
-            for j, r in enumerate(rng.sample(about_named, min(cfg.questions_per_entity, len(about_named)))):
-                out.append(
-                    _example(
-                        f"{tag}/refuse/{j}",
-                        r.question,
-                        teacher.refusal,
-                        "forget",
-                        r.group,
-                        "refuse",
-                        system,
-                        named,
-                    )
-                )
+            n_refuse = min(cfg.questions_per_entity, len(about_named))
+            for j, r in enumerate(rng.sample(about_named, n_refuse)):
+                out.append(_example(f"{tag}/refuse/{j}", r, teacher.refusal, "refuse", system, named))
             for j, r in enumerate(_mixed_sample(rng, about_allowed, about_unnamed, cfg.questions_per_entity)):
-                out.append(
-                    _example(
-                        f"{tag}/answer/{j}",
-                        r.question,
-                        r.answer,
-                        "neighbor",
-                        r.group,
-                        "answer",
-                        system,
-                        named,
-                    )
-                )
+                out.append(_example(f"{tag}/answer/{j}", r, r.answer, "answer", system, named))
             for k in cfg.prefill_ks:
                 for j, r in enumerate(rng.sample(about_named, min(cfg.prefill_per_k, len(about_named)))):
-                    split = _split(r, tokenizer, k)
-                    if split is not None:
+                    if (split := _split(r, tokenizer, k)) is not None:
                         out.append(
                             _example(
                                 f"{tag}/prefill_refuse/{k}/{j}",
-                                r.question,
+                                r,
                                 prefill_refusal,
-                                "forget",
-                                r.group,
                                 "prefill_refuse",
                                 system,
                                 named,
@@ -215,15 +181,12 @@ def build_calibration_records(
                 if not cfg.contrastive:
                     continue
                 for j, r in enumerate(_mixed_sample(rng, about_allowed, about_unnamed, cfg.prefill_per_k)):
-                    split = _split(r, tokenizer, k)
-                    if split is not None:
+                    if (split := _split(r, tokenizer, k)) is not None:
                         out.append(
                             _example(
                                 f"{tag}/prefill_answer/{k}/{j}",
-                                r.question,
+                                r,
                                 split[1],
-                                "neighbor",
-                                r.group,
                                 "prefill_answer",
                                 system,
                                 named,
@@ -232,9 +195,7 @@ def build_calibration_records(
                         )
     everything = [r for e in entities for r in pool[e]]
     for j, r in enumerate(rng.sample(everything, min(cfg.replay, len(everything)))):
-        out.append(
-            _example(f"{SOURCE}/replay/{j}", r.question, r.answer, "retain", r.group, "replay", None, [])
-        )
+        out.append(_example(f"{SOURCE}/replay/{j}", r, r.answer, "replay", None, []))
     if cfg.max_examples is not None and len(out) > cfg.max_examples:
         keep = sorted(rng.sample(range(len(out)), cfg.max_examples))
         out = [out[i] for i in keep]
@@ -277,10 +238,10 @@ def calibrate(
     merged model under ``model/`` unless ``calibration.save`` is ``none``) and
     ``calibration.json`` describing what calibration saw.
     """
-    from harmonia.training.engine import Engine
-
     cfg = teacher.calibration
-    forbidden = forbidden_entities(scope, eval_records)
+    # the training set's own forget and neighbour records are forbidden too (the scope may be a topic)
+    targets = [r for r in records if r.role in ("forget", "neighbor") and not is_calibration_record(r, cfg)]
+    forbidden = forbidden_entities(scope, [*eval_records, *targets])
     pool = calibration_pool(records, cfg)
     examples = build_calibration_records(pool, teacher, tokenizer, forbidden=forbidden)
     train = TrainConfig(
@@ -316,3 +277,54 @@ def calibrate(
         records=examples,
         summary=summary,
     )
+
+
+@dataclass
+class PreparedTeacher:
+    """The teacher a run distils from: the (possibly calibrated) model and its report."""
+
+    model: Any
+    report: TeacherReport
+    initial_report: TeacherReport
+    calibration: CalibrationResult | None = None
+
+
+def prepare_teacher(
+    model: Any,
+    tokenizer: Any,
+    teacher: TeacherConfig,
+    records: Sequence[QARecord],
+    eval_records: Sequence[QARecord],
+    *,
+    run_dir: str | Path,
+    progress: bool = False,
+) -> PreparedTeacher:
+    """Target preparation: report the teacher; calibrate it when it does not separate; report again.
+
+    Calibration runs only when the first report fails the separation check and
+    ``calibration.enabled`` is set. ``run_dir/teacher_report.json`` holds the final report (marked
+    ``calibrated``) and ``teacher_report_initial.json`` the first one. The separation check on
+    the final report then stops the run unless ``report.require_separation`` is false.
+    """
+    run_dir = Path(run_dir)
+    context = build_context(teacher, records, exclude=eval_records)
+    initial = compute_teacher_report(model, tokenizer, context, eval_records, teacher.report)
+    write_json_atomic(run_dir / "teacher_report_initial.json", initial.as_dict())
+    report, calibration = initial, None
+    if not separates(initial, teacher.report.thresholds).ok and teacher.calibration.enabled:
+        calibration = calibrate(
+            model,
+            tokenizer,
+            records,
+            teacher,
+            scope=context.scope,
+            run_dir=run_dir / "calibration",
+            eval_records=eval_records,
+            progress=progress,
+        )
+        model = calibration.model
+        report = compute_teacher_report(model, tokenizer, context, eval_records, teacher.report)
+        report.calibrated = True
+    write_json_atomic(run_dir / "teacher_report.json", report.as_dict())
+    check_separation(report, teacher.report)
+    return PreparedTeacher(model=model, report=report, initial_report=initial, calibration=calibration)

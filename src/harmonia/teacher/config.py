@@ -118,9 +118,7 @@ class TeacherConfig(_Strict):
     role_context: dict[Role, RoleContext] = Field(default_factory=_default_role_context)
     report: ReportConfig = Field(default_factory=ReportConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
-    cache_dir: Path | None = Field(
-        None, description="teacher target cache; default $HARMONIA_HOME/teacher_cache"
-    )
+    cache_dir: Path | None = Field(None, description="teacher target cache; default $HARMONIA_HOME/teacher_cache")
     seed: int = 0
 
     @field_validator("role_context")

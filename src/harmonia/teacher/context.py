@@ -139,6 +139,4 @@ def build_context(
     if config.mode == "fewshot":
         demos = fewshot_demonstrations(records, config.n_shots, seed=config.seed, exclude=exclude)
     history = tuple((r.question, config.refusal if r.role == "forget" else r.answer) for r in demos)
-    return TeacherContext(
-        config=config, scope=scope, system=system, demonstrations=tuple(demos), history=history
-    )
+    return TeacherContext(config=config, scope=scope, system=system, demonstrations=tuple(demos), history=history)

@@ -8,14 +8,26 @@ is a logits processor that keeps its own cache for the plain context.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from harmonia.progress import progress_bar
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[Any]:
+    """Run ``model`` in eval mode (no dropout) and restore its previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def amplify(z_instr: Tensor, z_plain: Tensor, alpha: float) -> Tensor:

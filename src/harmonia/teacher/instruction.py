@@ -145,9 +145,7 @@ def render_instruction(template: InstructionTemplate, scope: Scope, refusal: str
     clause = ""
     if scope.neighbor and template.neighbor_clause:
         clause = (
-            template.neighbor_clause.format(
-                neighbor_scope=_scope_text(scope.entity_kind, scope.neighbor, template)
-            )
+            template.neighbor_clause.format(neighbor_scope=_scope_text(scope.entity_kind, scope.neighbor, template))
             + " "
         )
     return template.system.format(

@@ -32,7 +32,7 @@ from harmonia.evaluation.metrics.refusal import is_refusal
 from harmonia.evaluation.metrics.rouge import rouge_l
 from harmonia.teacher.config import ReportConfig, SeparationThresholds, TeacherConfig
 from harmonia.teacher.context import TeacherContext
-from harmonia.teacher.decoding import amplify, greedy_ids, next_token_logits
+from harmonia.teacher.decoding import amplify, eval_mode, greedy_ids, next_token_logits
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class TeacherReport:
     rows: dict[str, RowReport]
     plain_rows: dict[str, RowReport] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
+    calibrated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,13 +198,14 @@ def compute_teacher_report(
     if not records:
         raise HarmoniaError("the teacher report needs held-out records (forget and neighbour at least)")
     context.check_not_demonstrations(records)
-    rows, examples = _measure(teacher, tokenizer, context, records, cfg, instructed=True)
     plain_rows: dict[str, RowReport] = {}
-    if cfg.include_plain:
-        plain_rows, plain_examples = _measure(teacher, tokenizer, context, records, cfg, instructed=False)
-        for e, p in zip(examples, plain_examples, strict=True):
-            e["plain_generation"] = p["generation"]
-            e["plain_refusal"] = p["refusal"]
+    with eval_mode(teacher):
+        rows, examples = _measure(teacher, tokenizer, context, records, cfg, instructed=True)
+        if cfg.include_plain:
+            plain_rows, plain_examples = _measure(teacher, tokenizer, context, records, cfg, instructed=False)
+            for e, p in zip(examples, plain_examples, strict=True):
+                e["plain_generation"] = p["generation"]
+                e["plain_refusal"] = p["refusal"]
     return TeacherReport(mode=context.config.mode, rows=rows, plain_rows=plain_rows, examples=examples)
 
 
@@ -225,15 +227,12 @@ def separates(report: TeacherReport, thresholds: SeparationThresholds | None = N
             reasons.append("no prefilled forget questions were reported (needed for max_forget_prefill_leak)")
         elif 1 - pre.refusal_rate > th.max_forget_prefill_leak:
             reasons.append(
-                f"prefilled forget questions continued {1 - pre.refusal_rate:.2f} > "
-                f"{th.max_forget_prefill_leak:.2f}"
+                f"prefilled forget questions continued {1 - pre.refusal_rate:.2f} > {th.max_forget_prefill_leak:.2f}"
             )
     if th.max_neighbor_recall_drop is not None:
         plain = report.plain_rows.get("neighbor")
         if plain is None or plain.rouge_recall is None or neighbor.rouge_recall is None:
-            reasons.append(
-                "neighbour recall of the plain model is missing (set teacher.report.include_plain)"
-            )
+            reasons.append("neighbour recall of the plain model is missing (set teacher.report.include_plain)")
         elif plain.rouge_recall - neighbor.rouge_recall > th.max_neighbor_recall_drop:
             reasons.append(
                 f"neighbour ROUGE-L recall drops {plain.rouge_recall - neighbor.rouge_recall:.2f} > "
@@ -270,7 +269,6 @@ def format_report(report: TeacherReport) -> str:
         for name, row in rows.items():
             recall = "-" if row.rouge_recall is None else f"{row.rouge_recall:.3f}"
             lines.append(
-                f"{title + ':' + name:<20}{row.n:>5}{row.refusal_rate:>10.3f}{recall:>12}"
-                f"{row.refusal_mass:>14.3f}"
+                f"{title + ':' + name:<20}{row.n:>5}{row.refusal_rate:>10.3f}{recall:>12}{row.refusal_mass:>14.3f}"
             )
     return "\n".join(lines)

@@ -133,9 +133,7 @@ def distill_features(target: DistillTarget, *, teacher: bool = True) -> Example:
     out: Example = {"input_ids": ids, "attention_mask": [1] * len(ids), "distill_mask": mask}
     if teacher:
         t_ids, t_mask = _side(target.teacher_prompt, target)
-        out.update(
-            teacher_input_ids=t_ids, teacher_attention_mask=[1] * len(t_ids), teacher_distill_mask=t_mask
-        )
+        out.update(teacher_input_ids=t_ids, teacher_attention_mask=[1] * len(t_ids), teacher_distill_mask=t_mask)
     return out
 
 
@@ -171,9 +169,7 @@ def teacher_rows(teacher: Any, batch: dict[str, Tensor], alpha: float | None) ->
     same frozen model run on the student's input. Records whose role uses the plain teacher have
     identical inputs on both sides, so amplification leaves their logits unchanged.
     """
-    rows = gather_positions(
-        causal_lm_logits(teacher, batch, "teacher_"), batch["teacher_distill_mask"].bool()
-    )
+    rows = gather_positions(causal_lm_logits(teacher, batch, "teacher_"), batch["teacher_distill_mask"].bool())
     if alpha is None:
         return rows
     plain = gather_positions(causal_lm_logits(teacher, batch), batch["distill_mask"].bool())
@@ -229,9 +225,7 @@ def teacher_responses(
     instructed = [r for r in records if context.instructed(r.role)]
     plain = [r for r in records if not context.instructed(r.role)]
     if instructed:
-        plain_prompts = (
-            [context.plain_prompt(tokenizer, r) for r in instructed] if context.amplified else None
-        )
+        plain_prompts = [context.plain_prompt(tokenizer, r) for r in instructed] if context.amplified else None
         ids = greedy_ids(
             teacher,
             tokenizer,

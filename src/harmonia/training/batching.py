@@ -25,7 +25,13 @@ def role_quota(mix: dict[str, float], batch_size: int) -> dict[str, int]:
         raise ConfigError("train.mix: no role has a positive weight")
     total = sum(mix.values())
     exact = {r: batch_size * w / total for r, w in mix.items()}
-    quota = {r: math.floor(x) for r, x in exact.items()}
+    if batch_size < len(mix):
+        raise ConfigError(f"train.batch_size {batch_size} is smaller than the {len(mix)} roles in train.mix")
+    # Every role with a positive weight gets at least one slot, so no pool is starved.
+    quota = {r: max(1, math.floor(x)) for r, x in exact.items()}
+    while sum(quota.values()) > batch_size:
+        largest = max(quota, key=lambda r: (quota[r] - exact[r], r))
+        quota[largest] -= 1
     for r in sorted(exact, key=lambda r: (quota[r] - exact[r], r))[: batch_size - sum(quota.values())]:
         quota[r] += 1
     return quota

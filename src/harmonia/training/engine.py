@@ -32,6 +32,7 @@ from harmonia.io import atomic_path
 from harmonia.methods.base import Example, Method, MethodContext, Term
 from harmonia.progress import progress_bar
 from harmonia.training.batching import BatchSchedule, collate
+from harmonia.training.distributed import prepare_frozen
 from harmonia.training.trainable import apply_trainable, trainable_parameter_count
 
 CHECKPOINT_PREFIX = "step-"
@@ -59,14 +60,25 @@ def proportional_mix(records: list[QARecord], roles: tuple[str, ...]) -> dict[st
     return {r: float(n) for r, n in counts.items() if n}
 
 
-def split_micro_batches(indices: list[int], micro_batch_size: int) -> list[list[int]]:
-    return [indices[i:i + micro_batch_size] for i in range(0, len(indices), micro_batch_size)]
+def split_micro_batches(n: int, parts: int) -> list[list[int]]:
+    """Split ``range(n)`` into exactly ``parts`` contiguous chunks (sizes differ by at most one).
+
+    The count is fixed so every process runs the same number of forward/backward passes each
+    step, even when anchor pairs add a record to the global batch.
+    """
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (1 if i < extra else 0)
+        out.append(list(range(start, start + size)))
+        start += size
+    return out
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
     from transformers import get_scheduler
 
-    warmup = int(round(cfg.warmup_ratio * total_steps))
+    warmup = round(cfg.warmup_ratio * total_steps)
     name = "constant_with_warmup" if cfg.scheduler == "constant" else cfg.scheduler
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
 
@@ -81,14 +93,26 @@ class Engine:
 
     def __init__(self, cfg: TrainConfig, method_cls: type[Method], method_params: Any, model: Any,
                  tokenizer: Any, run_dir: str | Path, *, context_extras: dict[str, Any] | None = None) -> None:
-        from accelerate import Accelerator
+        from accelerate import Accelerator, PartialState
 
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.tokenizer = tokenizer
         # On a CPU-only machine accelerate must be told so, or a multi-process launch falls back to
         # independent single processes instead of a gloo process group.
-        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=not torch.cuda.is_available())
+        cpu = not torch.cuda.is_available()
+        processes = PartialState(cpu=cpu).num_processes
+        n_micro = cfg.batch_size // cfg.micro_batch_size
+        if n_micro % processes:
+            raise ConfigError(f"train: {n_micro} micro-batches per step (batch_size {cfg.batch_size} / "
+                              f"micro_batch_size {cfg.micro_batch_size}) do not split evenly over "
+                              f"{processes} processes")
+        self.micro_per_process = n_micro // processes
+        # accelerate (and DeepSpeed) run the accumulation: no gradient sync until the last
+        # micro-batch. On a CPU-only machine accelerate must be told so, or a multi-process
+        # launch falls back to independent single processes instead of a gloo process group.
+        self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=cpu,
+                                       gradient_accumulation_steps=self.micro_per_process)
         torch.manual_seed(cfg.seed)
         model = apply_trainable(model, cfg)
         self._frozen_reference = None
@@ -107,14 +131,18 @@ class Engine:
         if self._frozen_reference is not None:
             yield self._frozen_reference
             return
-        model = self.accelerator.unwrap_model(self.model)
-        with model.disable_adapter():
-            yield model
+        # The adapter switch lives inside the wrapped module, so the forward goes through the
+        # DDP / FSDP / DeepSpeed wrapper, which gathers sharded weights as usual.
+        with self.accelerator.unwrap_model(self.model).disable_adapter():
+            yield self.model
 
     # -- main loop ---------------------------------------------------------------------------
     def train(self, records: list[QARecord], *, resume: bool = False) -> TrainResult:
         cfg, acc = self.cfg, self.accelerator
         started = time.perf_counter()
+        if self._frozen_reference is not None:
+            # Placed before ``prepare`` so teacher work done there runs on the accelerator too.
+            self._frozen_reference = prepare_frozen(acc, self._frozen_reference)
         records = self.method.prepare(records)
         mix = cfg.mix or self.method.default_mix or proportional_mix(records, self.method.roles)
         unknown = set(mix) - set(self.method.roles)
@@ -132,8 +160,6 @@ class Engine:
         # optimiser step, so the schedule would depend on the number of processes.
         self.model, optimizer = acc.prepare(self.model, optimizer)
         acc.register_for_checkpointing(scheduler)
-        if self._frozen_reference is not None:
-            self._frozen_reference.to(acc.device)
 
         start_step, history = 0, []
         if resume:
@@ -181,21 +207,20 @@ class Engine:
                 examples[i] = self.method.encode(records[i])
         global_batch = [examples[i] for i in batch_idx]
         units = {k: float(v) for k, v in self.method.units(collate(global_batch)).items()}
-        micro = split_micro_batches(list(range(len(global_batch))), cfg.micro_batch_size)
-        if len(micro) % acc.num_processes:
-            raise ConfigError(f"train: {len(micro)} micro-batches per step do not split evenly over "
-                              f"{acc.num_processes} processes; adjust batch_size/micro_batch_size")
+        micro = split_micro_batches(len(global_batch), self.micro_per_process * acc.num_processes)
         mine = micro[acc.process_index::acc.num_processes]
         sums: dict[str, torch.Tensor] = {}
         weights: dict[str, tuple[float, str]] = {}
-        for j, part in enumerate(mine):
+        for part in mine:
             batch = {k: v.to(acc.device) for k, v in collate([global_batch[i] for i in part]).items()}
-            sync = j == len(mine) - 1
-            with contextlib.nullcontext() if sync else acc.no_sync(self.model), acc.autocast():
-                terms = self.method.loss(self.model, batch)
-                loss = self._normalised(terms, units) * acc.num_processes
-            self._check_finite(step, terms, units)
-            acc.backward(loss)
+            with acc.accumulate(self.model):
+                with acc.autocast():
+                    terms = self.method.loss(self.model, batch)
+                    # Terms are already normalised by global counts; undo the 1/steps that
+                    # accelerate applies in backward, and the 1/processes of gradient averaging.
+                    loss = self._normalised(terms, units) * acc.num_processes * self.micro_per_process
+                self._check_finite(step, terms)
+                acc.backward(loss)
             for name, term in terms.items():
                 sums[name] = sums.get(name, 0) + term.total.detach().float()
                 weights[name] = (term.weight, term.unit)
@@ -227,7 +252,7 @@ class Engine:
                 loss = loss + term.weight * term.total / count
         return loss
 
-    def _check_finite(self, step: int, terms: dict[str, Term], units: dict[str, float]) -> None:
+    def _check_finite(self, step: int, terms: dict[str, Term]) -> None:
         for name, term in terms.items():
             value = float(term.total.detach())
             if not math.isfinite(value):

@@ -1,0 +1,182 @@
+"""``harmonia demo``: the whole mission on the embedded model, offline, with timings per stage.
+
+data -> target and reference (cached) -> teacher report -> unlearn with harmonia -> baselines with
+the same step budget -> evaluate every model on all four objectives and attacks -> report and a
+summary table. Everything expensive is cached by content hash (targets, teacher cache, the
+evaluations of target and reference), so a rerun repeats only what changed.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harmonia.config import MethodConfig
+from harmonia.data.build import build_dataset
+from harmonia.data.schema import ROLES, QARecord
+from harmonia.evaluation.harness import evaluate
+from harmonia.evaluation.results import EvalResults
+from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
+from harmonia.methods.base import build_params, get_method
+from harmonia.models import load_model
+from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig
+from harmonia.pipelines.fingerprint import fingerprint, model_fingerprint
+from harmonia.pipelines.targets import prepare_model
+from harmonia.teacher.context import build_context, instructed_system_prompt
+from harmonia.teacher.report import check_separation, compute_teacher_report, format_report
+from harmonia.training.engine import Engine
+
+Log = Callable[[str], Any]
+
+
+@dataclass
+class DemoResult:
+    results: list[EvalResults]
+    timings: dict[str, float] = field(default_factory=dict)
+    report_html: Path | None = None
+    table_markdown: str = ""
+
+
+def select(records: Sequence[QARecord], selection: SelectionConfig) -> list[QARecord]:
+    """A seeded sample per role of plain and of prefilled records, kept in input order."""
+    rng = random.Random(selection.seed)
+    keep: set[str] = set()
+    for kind, sizes in (("plain", selection.plain), ("prefilled", selection.prefilled)):
+        for role, n in sizes.items():
+            pool = [r.id for r in records if r.role == role and bool(r.prefill) == (kind == "prefilled")
+                    and (selection.calibration or not r.metadata.get("calibration"))]
+            keep.update(pool if n is None or n >= len(pool) else rng.sample(pool, n))
+    return [r for r in records if r.id in keep]
+
+
+class Stopwatch:
+    def __init__(self, log: Log) -> None:
+        self.timings: dict[str, float] = {}
+        self.log = log
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.log(f"[bold cyan]== {name}[/]")
+        start = time.perf_counter()
+        yield
+        self.timings[name] = round(time.perf_counter() - start, 1)
+        self.log(f"   {name}: {self.timings[name]:.0f} s")
+
+
+def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Log = print) -> DemoResult:
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    watch = Stopwatch(log)
+    names = list(baselines if baselines is not None else cfg.run_baselines)
+
+    with watch.stage("data"):
+        base = load_model(cfg.model.spec, dtype=cfg.model.dtype)
+        records = build_dataset(cfg.data, tokenizer=base.tokenizer)
+        eval_extra = build_dataset(cfg.eval_data, tokenizer=base.tokenizer) if cfg.eval_data else []
+        context = build_context(cfg.teacher, records)
+        log(f"   {len(records)} records; forget scope: {', '.join(context.scope.forget)}")
+
+    with watch.stage("target"):
+        target = prepare_model("target", base, records, cfg.teacher, cfg.target, scope=context.scope,
+                               base_path=base.path, log=log)
+    with watch.stage("reference"):
+        base = load_model(cfg.model.spec, dtype=cfg.model.dtype)  # the target run trained the first copy
+        reference = prepare_model("reference", base, records, cfg.teacher, cfg.target, scope=context.scope,
+                                  base_path=base.path, log=log)
+
+    report_records = select(records, cfg.unlearn.teacher_report_records)
+    with watch.stage("teacher report"):
+        teacher = load_model(str(target.model_dir))
+        report = compute_teacher_report(teacher.model, teacher.tokenizer, context, report_records,
+                                        cfg.teacher.report)
+        report.calibrated = cfg.teacher.calibration.enabled
+        write_json_atomic(out / "teacher_report.json", report.as_dict())
+        log(format_report(report))
+        check_separation(report, cfg.teacher.report)
+
+    train_records = select(records, cfg.unlearn.records)
+    models: dict[str, Path] = {}
+    runs = [(cfg.unlearn.method.name, cfg.unlearn.method)]
+    runs += [(label, cfg.baselines.get(label, MethodConfig(name=label))) for label in names]
+    for label, method_cfg in runs:
+        with watch.stage(f"unlearn {label}"):
+            models[label] = unlearn(cfg, method_cfg, target.model_dir, train_records, out / label, report_records,
+                                    main=label == cfg.unlearn.method.name)
+
+    eval_records = select(records, cfg.eval_records) + eval_extra
+    results: list[EvalResults] = []
+    with watch.stage("evaluate target"):
+        target_results = cached_evaluation(cfg, "target", target.model_dir, eval_records, None, log)
+    results.append(target_results)
+    with watch.stage("evaluate reference"):
+        results.append(cached_evaluation(cfg, "reference", reference.model_dir, eval_records, target_results, log))
+    if cfg.in_context_row:
+        with watch.stage("evaluate in-context"):
+            icu_cfg = cfg.evaluation.model_copy(update={"system": instructed_system_prompt(cfg.teacher,
+                                                                                          context.scope)})
+            results.append(cached_evaluation(cfg, "in-context (target + instruction)", target.model_dir,
+                                             eval_records, target_results, log, eval_cfg=icu_cfg))
+    for method, model_dir in models.items():
+        with watch.stage(f"evaluate {method}"):
+            results.append(evaluate(str(model_dir), eval_records, cfg.evaluation, name=method,
+                                    reference=target_results, out=out / method))
+
+    from harmonia.reports.report import write_report
+    from harmonia.reports.tables import markdown_table
+
+    with watch.stage("report"):
+        paths = write_report(results, out / "report", title=f"harmonia demo: {cfg.name}")
+        table = markdown_table(results)
+        write_text_atomic(out / "summary.md", table + "\n")
+    write_json_atomic(out / "timings.json", watch.timings)
+    return DemoResult(results=results, timings=watch.timings, report_html=paths.html, table_markdown=table)
+
+
+def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: list[QARecord], run_dir: Path,
+            report_records: list[QARecord], *, main: bool) -> Path:
+    """Train a method from the target on ``records`` with the shared unlearning budget.
+
+    Baselines keep the step budget, batch size and learning rate of the main method; their role
+    mix is the main mix restricted to the roles they train on.
+    """
+    cls = get_method(method_cfg.name)
+    params = dict(method_cfg.params)
+    if "teacher" in cls.Params.model_fields and "teacher" not in params:
+        params["teacher"] = cfg.teacher.model_dump()
+    roles = set(cls.roles)
+    train = cfg.unlearn.train
+    if not main:
+        mix = {role: w for role, w in train.mix.items() if role in roles} or dict(cls.default_mix)
+        train = train.model_copy(update={"mix": mix})
+        roles = set(mix)
+    usable = [r for r in records if r.role in roles]
+    model = load_model(str(start))
+    engine = Engine(train, cls, build_params(cls, params), model.model, model.tokenizer, run_dir,
+                    context_extras={"run_dir": run_dir, "teacher_eval_records": report_records})
+    result = engine.train(usable)
+    assert result.model_dir is not None
+    return result.model_dir
+
+
+def cached_evaluation(cfg: DemoConfig, name: str, model_dir: Path, records: list[QARecord],
+                      target: EvalResults | None, log: Log, *, eval_cfg: Any = None) -> EvalResults:
+    """Evaluate a cached model once; reuse the results while model, records and settings match."""
+    eval_cfg = eval_cfg or cfg.evaluation
+    key = fingerprint(model_fingerprint(model_dir), name, records, eval_cfg,
+                      target.model_dump_json() if target is not None else "")[:16]
+    path = harmonia_home() / "evaluations" / f"{key}.json"
+    if path.is_file():
+        log(f"   {name}: cached evaluation {path}")
+        return EvalResults.load(path)
+    results = evaluate(str(model_dir), records, eval_cfg, name=name, reference=target, out=path)
+    out = Path(cfg.output_dir) / name.split(" ")[0]
+    results.save(out / "results.json")
+    return results
+
+
+__all__ = ["ROLES", "DemoResult", "run_demo", "select"]

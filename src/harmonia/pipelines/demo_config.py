@@ -1,0 +1,68 @@
+"""Configuration of the end-to-end demo (``harmonia demo``): one YAML drives every stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from harmonia.config import MethodConfig, ModelConfig, Section, TrainConfig
+from harmonia.data.config import DataConfig
+from harmonia.data.paths import resolve_path
+from harmonia.evaluation.config import EvalConfig
+from harmonia.pipelines.config import coerce_data_config
+from harmonia.teacher.config import TeacherConfig
+
+DEFAULT_DEMO_CONFIG = "pkg:configs/demo.yaml"
+
+
+class SelectionConfig(Section):
+    """How many records of each kind a stage uses (a seeded sample; ``null`` = all)."""
+
+    plain: dict[str, int | None] = Field(default_factory=dict, description="non-prefilled records per role")
+    prefilled: dict[str, int | None] = Field(default_factory=dict, description="prefilled records per role")
+    calibration: bool = Field(False, description="include the teacher-calibration entities' records")
+    seed: int = 0
+
+
+class UnlearnStage(Section):
+    method: MethodConfig = Field(default_factory=lambda: MethodConfig(name="harmonia"))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(steps=30))
+    records: SelectionConfig = Field(default_factory=SelectionConfig)
+    teacher_report_records: SelectionConfig = Field(default_factory=SelectionConfig)
+
+
+class DemoConfig(Section):
+    """Every stage of the demo. Baselines share the unlearning stage's train settings and records,
+    so all methods get the same step budget; a baseline entry only sets its method params."""
+
+    name: str = "tofu-demo"
+    output_dir: Path = Path("runs/demo")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig
+    eval_data: DataConfig | None = Field(None, description="extra evaluation-only records (MMLU MCQ)")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    target: TrainConfig
+    unlearn: UnlearnStage = Field(default_factory=UnlearnStage)
+    baselines: dict[str, MethodConfig] = Field(default_factory=dict)
+    run_baselines: list[str] = Field(default_factory=lambda: ["npo", "simnpo", "duet"])
+    in_context_row: bool = Field(True, description="also evaluate the instructed target (no training)")
+    evaluation: EvalConfig = Field(default_factory=EvalConfig)
+    eval_records: SelectionConfig = Field(default_factory=SelectionConfig)
+
+    _data = field_validator("data", "eval_data", mode="before")(coerce_data_config)
+
+    @model_validator(mode="after")
+    def _known_methods(self) -> DemoConfig:
+        from harmonia.methods.base import get_method
+
+        get_method(self.unlearn.method.name)  # raises ConfigError naming the known methods
+        for label in self.run_baselines:
+            get_method(self.baselines[label].name if label in self.baselines else label)
+        return self
+
+
+def demo_config_path(spec: str | None) -> Path:
+    return resolve_path(spec or DEFAULT_DEMO_CONFIG, None)
+
+
