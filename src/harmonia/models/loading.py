@@ -72,7 +72,9 @@ def resolve_model_path(spec: str) -> str:
         raise HarmoniaError(f"{path} is a folder but holds no config.json or adapter_config.json")
     if path.exists() or spec.startswith((".", "/", "~")):
         raise HarmoniaError(f"model path not found or not a model: {spec}")
-    return spec  # a hub id
+    from harmonia.models.presets import preset_hub_id
+
+    return preset_hub_id(spec) or spec  # a hub id
 
 
 def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> Any:

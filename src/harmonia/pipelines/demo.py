@@ -82,12 +82,11 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
         log(f"   {len(records)} records; forget scope: {', '.join(context.scope.forget)}")
 
     with watch.stage("target"):
-        target = prepare_model("target", base, records, cfg.teacher, cfg.target, scope=context.scope,
-                               base_path=base.path, log=log)
+        target = prepare_model("target", base.path, records, cfg.teacher, cfg.target, base.tokenizer,
+                               scope=context.scope, log=log)
     with watch.stage("reference"):
-        base = load_model(cfg.model.spec, dtype=cfg.model.dtype)  # the target run trained the first copy
-        reference = prepare_model("reference", base, records, cfg.teacher, cfg.target, scope=context.scope,
-                                  base_path=base.path, log=log)
+        reference = prepare_model("reference", base.path, records, cfg.teacher, cfg.target, base.tokenizer,
+                                  scope=context.scope, log=log)
 
     report_records = select(records, cfg.unlearn.teacher_report_records)
     with watch.stage("teacher report"):

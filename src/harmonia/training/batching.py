@@ -37,6 +37,9 @@ def role_quota(mix: dict[str, float], batch_size: int) -> dict[str, int]:
     return quota
 
 
+UNIFORM = "*"
+
+
 class BatchSchedule:
     """Which record indices form each optimiser step's global batch.
 
@@ -45,12 +48,16 @@ class BatchSchedule:
     (or an extra slot when the quota has no room), so the contrastive pair is learnt together.
     """
 
-    def __init__(self, records: Sequence[QARecord], mix: dict[str, float], batch_size: int, seed: int,
+    def __init__(self, records: Sequence[QARecord], mix: dict[str, float] | None, batch_size: int, seed: int,
                  *, keep_anchor_pairs: bool = True) -> None:
         self.batch_size = batch_size
-        self.quota = role_quota(mix, batch_size)
-        self.pools: dict[str, list[int]] = {r: [i for i, rec in enumerate(records) if rec.role == r]
-                                            for r in self.quota}
+        if mix is None:
+            # Uniform over all records (fine-tuning): one pool, so an epoch is exactly one pass.
+            self.quota = {UNIFORM: batch_size}
+            self.pools = {UNIFORM: list(range(len(records)))}
+        else:
+            self.quota = role_quota(mix, batch_size)
+            self.pools = {r: [i for i, rec in enumerate(records) if rec.role == r] for r in self.quota}
         empty = [r for r, pool in self.pools.items() if not pool]
         if empty:
             raise ConfigError(f"train.mix asks for roles with no records: {', '.join(empty)}")

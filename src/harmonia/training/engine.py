@@ -54,12 +54,6 @@ def num_steps(cfg: TrainConfig, schedule: BatchSchedule) -> int:
     return max(1, math.ceil(cfg.epochs * schedule.steps_per_epoch()))
 
 
-def proportional_mix(records: list[QARecord], roles: tuple[str, ...]) -> dict[str, float]:
-    """Weights proportional to each role's record count: uniform sampling over the records."""
-    counts = {r: sum(rec.role == r for rec in records) for r in roles}
-    return {r: float(n) for r, n in counts.items() if n}
-
-
 def split_micro_batches(n: int, parts: int) -> list[list[int]]:
     """Split ``range(n)`` into exactly ``parts`` contiguous chunks (sizes differ by at most one).
 
@@ -144,9 +138,12 @@ class Engine:
             # Placed before ``prepare`` so teacher work done there runs on the accelerator too.
             self._frozen_reference = prepare_frozen(acc, self._frozen_reference)
         records = self.method.prepare(records)
-        mix = cfg.mix or self.method.default_mix or proportional_mix(records, self.method.roles)
-        unknown = set(mix) - set(self.method.roles)
-        if unknown:
+        mix = cfg.mix or self.method.default_mix or None
+        if mix is None:
+            outside = sorted({r.role for r in records} - set(self.method.roles))
+            if outside:
+                raise ConfigError(f"method '{self.method.name}' does not train on roles {outside}")
+        elif unknown := set(mix) - set(self.method.roles):
             raise ConfigError(f"train.mix: method '{self.method.name}' does not train on roles {sorted(unknown)}")
         schedule = BatchSchedule(records, mix, cfg.batch_size, cfg.seed)
         total = num_steps(cfg, schedule)

@@ -1,0 +1,112 @@
+"""Pipelines and CLI: run configs, the demo config, record selection, target/reference data, errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from harmonia.cli.main import app
+from harmonia.config import load_config
+from harmonia.data.schema import QARecord
+from harmonia.errors import ConfigError
+from harmonia.pipelines.config import RunConfig
+from harmonia.pipelines.demo import select
+from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig, demo_config_path
+from harmonia.pipelines.targets import calibration_records, plain_training_records
+from harmonia.teacher.config import TeacherConfig
+from harmonia.teacher.instruction import Scope
+
+runner = CliRunner()
+
+
+def rec(i: int, role: str, prefill: str = "", calibration: bool = False, group: str = "") -> QARecord:
+    return QARecord(id=f"{role}{i}{'p' if prefill else ''}", question=f"q{i}?", answer=f"a{i}", role=role,
+                    source="t", prefill=prefill, group=group or f"{role}-author",
+                    metadata={"calibration": True} if calibration else {})
+
+
+def test_shipped_demo_config_validates():
+    cfg = load_config(DemoConfig, demo_config_path(None))
+    assert cfg.unlearn.method.name == "harmonia"
+    assert set(cfg.run_baselines) == {"npo", "simnpo", "duet"}
+    assert cfg.teacher.calibration.enabled
+
+
+def test_demo_config_rejects_unknown_baseline_and_key(tmp_path):
+    with pytest.raises(ConfigError, match="unknown method 'nope'"):
+        load_config(DemoConfig, demo_config_path(None), ["run_baselines=[nope]"])
+    with pytest.raises(ConfigError, match="key 'unlearn.train.bogus': unknown key"):
+        load_config(DemoConfig, demo_config_path(None), ["unlearn.train.bogus=1"])
+
+
+def test_run_config_names_missing_data_file(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"data_file": "missing.jsonl", "train": {"steps": 1}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, path)
+    assert str(path) in str(info.value) and "data_file" in str(info.value) and "missing.jsonl" in str(info.value)
+
+
+def test_select_samples_per_role_and_kind_deterministically():
+    records = [rec(i, "forget") for i in range(10)] + [rec(i, "forget", prefill="x") for i in range(10)]
+    records += [rec(i, "retain") for i in range(10)] + [rec(i, "retain", calibration=True) for i in range(10, 20)]
+    selection = SelectionConfig(plain={"forget": None, "retain": 3}, prefilled={"forget": 2}, seed=4)
+    chosen = select(records, selection)
+    assert chosen == select(records, selection)
+    assert sum(r.role == "forget" and not r.prefill for r in chosen) == 10
+    assert sum(r.role == "forget" and bool(r.prefill) for r in chosen) == 2
+    retain = [r for r in chosen if r.role == "retain"]
+    assert len(retain) == 3 and not any(r.metadata.get("calibration") for r in retain)
+    assert [r.id for r in chosen] == [r.id for r in records if r in chosen]  # input order kept
+
+
+def test_reference_training_data_never_holds_forget_records(tokenizer):
+    records = [rec(i, "forget") for i in range(3)] + [rec(i, "neighbor") for i in range(3)]
+    records += [rec(i, "retain") for i in range(3)] + [rec(i, "forget", prefill="x") for i in range(3)]
+    target = plain_training_records(records, kind="target")
+    reference = plain_training_records(records, kind="reference")
+    assert {r.role for r in target} == {"forget", "neighbor", "retain"} and not any(r.prefill for r in target)
+    assert {r.role for r in reference} == {"neighbor", "retain"}
+    assert len(reference) == len(target) - 3
+    scope = Scope(forget=("forget-author",), neighbor=("neighbor-author",))
+    assert calibration_records(records, TeacherConfig(), tokenizer, scope=scope) == []  # calibration off
+
+
+def test_calibration_set_uses_only_calibration_entities(tokenizer):
+    authors = ["Ann Lee", "Bob Ray", "Cy Dunn"]
+    records = [QARecord(id=f"c{a}{i}", question=f"What did {name} write ({i})?", answer=f"{name} wrote book {i}.",
+                        role="retain", source="t", group=name, metadata={"calibration": True})
+               for a, name in enumerate(authors) for i in range(6)]
+    records += [rec(i, "forget", group="Zed Forget") for i in range(3)]
+    teacher = TeacherConfig(calibration={"enabled": True, "episodes_per_entity": 1, "questions_per_entity": 2,
+                                         "prefill_per_k": 1, "replay": 0})
+    scope = Scope(forget=("Zed Forget",), neighbor=())
+    cal = calibration_records(records, teacher, tokenizer, scope=scope)
+    assert cal and all(r.source == "calibration" for r in cal)
+    assert not any("Zed Forget" in (r.question + r.answer + str(r.metadata.get("system"))) for r in cal)
+    kinds = {r.metadata["kind"] for r in cal}
+    assert {"refuse", "answer", "prefill_refuse", "prefill_answer"} <= kinds
+
+
+def test_cli_reports_config_errors_without_traceback(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"train": {"steps": 1, "lr": "fast"}}))
+    result = runner.invoke(app, ["unlearn", str(path)])
+    assert result.exit_code == 2
+    assert "key 'train.lr'" in result.output and str(path) in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cli_bad_override_is_a_clear_error(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"train": {"steps": 1}}))
+    result = runner.invoke(app, ["unlearn", str(path), "train.lr"])
+    assert result.exit_code == 2 and "key.sub=value" in result.output
+
+
+def test_cli_lists_methods():
+    result = runner.invoke(app, ["methods"])
+    assert result.exit_code == 0
+    for name in ("harmonia", "duet", "bild", "npo", "simnpo", "rmu", "ga", "graddiff", "idkdpo", "refusal_sft"):
+        assert name in result.output
