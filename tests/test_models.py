@@ -51,7 +51,7 @@ def test_embedded_model_loads_from_the_safetensors_cache_quickly(tokenizer):
 def test_bad_specs_are_clear_errors(tmp_path):
     with pytest.raises(HarmoniaError, match="not found"):
         resolve_model_path(str(tmp_path / "missing"))
-    with pytest.raises(HarmoniaError, match="no config.json"):
+    with pytest.raises(HarmoniaError, match=r"no config\.json"):
         resolve_model_path(str(tmp_path))
     with pytest.raises(HarmoniaError, match="GGUF file not found"):
         resolve_model_path(str(tmp_path / "x.gguf"))

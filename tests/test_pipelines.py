@@ -36,7 +36,7 @@ def test_shipped_demo_config_validates():
 def test_demo_config_rejects_unknown_baseline_and_key(tmp_path):
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         load_config(DemoConfig, demo_config_path(None), ["run_baselines=[nope]"])
-    with pytest.raises(ConfigError, match="key 'unlearn.train.bogus': unknown key"):
+    with pytest.raises(ConfigError, match=r"key 'unlearn\.train\.bogus': unknown key"):
         load_config(DemoConfig, demo_config_path(None), ["unlearn.train.bogus=1"])
 
 
