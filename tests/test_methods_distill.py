@@ -537,3 +537,21 @@ def test_run_saves_the_teacher_report_and_stops_when_it_does_not_separate(tokeni
     )
     assert engine.train(recs).steps == 1
     assert (tmp_path / "run" / "teacher_cache.json").is_file()
+
+
+def test_refusal_response_distils_forget_records_along_the_decline(tokenizer, tiny_model, tmp_path):
+    from harmonia.teacher.decoding import greedy_ids
+
+    method = make_method(tokenizer, tiny_model, tmp_path, positions=["response", "prefill"], response="refusal")
+    recs = records()
+    method.prepare(recs)
+    refusal = method.p.teacher.refusal
+    plain_forget = method.targets["f1"]
+    assert tokenizer.decode(list(plain_forget.response), skip_special_tokens=True) == refusal
+    prefilled = method.targets["f0#prefix2"]
+    assert tokenizer.decode(list(prefilled.response), skip_special_tokens=True) == " - " + refusal
+    # other roles keep the plain teacher's own greedy response
+    assert method.context is not None
+    expected = greedy_ids(tiny_model, tokenizer, [method.context.plain_prompt(tokenizer, recs[2])],
+                          max_new_tokens=5)[0]
+    assert list(method.targets[recs[2].id].response) == expected

@@ -74,7 +74,8 @@ class DistillParams(MethodParams):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     positions: list[Position] = Field(default_factory=lambda: ["response", "prefill"])
     response: ResponseSource = Field(
-        "teacher", description="span 'response' follows the teacher's greedy response, or the gold answer"
+        "teacher", description="span 'response' follows the teacher's greedy response, the gold answer, or "
+        "(instructed roles) the teacher's decline sentence"
     )
     response_tokens: int = Field(48, gt=0, description="max new tokens of the teacher's response")
     role_weights: dict[Role, float] = Field(default_factory=_default_role_weights)
@@ -190,6 +191,22 @@ class TeacherDistillation(Method):
         assert self.context is not None
         if self.p.response == "gold":
             return {r.id: tt.gold_response(tok, r) for r in records}
+        if self.p.response == "refusal":
+            # (ours) Records of instructed roles are distilled along the decline sentence the
+            # teacher was told to give, teacher-forced: a weak teacher that declines only part of
+            # the time still puts its instructed logits on every position of that path. The
+            # other roles keep the (plain) teacher's own greedy response.
+            declined = {r.id: tt.refusal_response(tok, self.context, r) for r in records
+                        if self.context.instructed(r.role)}
+            rest = [r for r in records if r.id not in declined]
+            return {**declined, **(self._responses_of(teacher, rest, cache, fingerprint) if rest else {})}
+        return self._responses_of(teacher, records, cache, fingerprint)
+
+    def _responses_of(
+        self, teacher: Any, records: list[QARecord], cache: tt.TargetCache | None, fingerprint: str
+    ) -> dict[str, list[int]]:
+        tok = self.ctx.tokenizer
+        assert self.context is not None
         if cache is None:
             return tt.teacher_responses(
                 teacher,

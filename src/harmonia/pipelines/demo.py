@@ -104,7 +104,7 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
     runs += [(label, cfg.baselines.get(label, MethodConfig(name=label))) for label in names]
     for label, method_cfg in runs:
         with watch.stage(f"unlearn {label}"):
-            models[label] = unlearn(cfg, method_cfg, target.model_dir, train_records, out / label, report_records,
+            models[label] = unlearn(cfg, method_cfg, target.model_dir, train_records, out / label,
                                     main=label == cfg.unlearn.method.name)
 
     eval_records = select(records, cfg.eval_records) + eval_extra
@@ -137,7 +137,7 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
 
 
 def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: list[QARecord], run_dir: Path,
-            report_records: list[QARecord], *, main: bool) -> Path:
+            *, main: bool) -> Path:
     """Train a method from the target on ``records`` with the shared unlearning budget.
 
     Baselines keep the step budget, batch size and learning rate of the main method; their role
@@ -155,8 +155,9 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
         roles = set(mix)
     usable = [r for r in records if r.role in roles]
     model = load_model(str(start))
+    # The teacher report was computed once for the demo (teacher_report.json), not again per method.
     engine = Engine(train, cls, build_params(cls, params), model.model, model.tokenizer, run_dir,
-                    context_extras={"run_dir": run_dir, "teacher_eval_records": report_records})
+                    context_extras={"run_dir": run_dir})
     result = engine.train(usable)
     assert result.model_dir is not None
     return result.model_dir

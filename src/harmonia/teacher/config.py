@@ -17,7 +17,7 @@ from harmonia.data.schema import ROLES, Role
 
 TeacherMode = Literal["instruction", "fewshot", "amplified"]
 Position = Literal["first", "response", "prefill"]
-ResponseSource = Literal["teacher", "gold"]
+ResponseSource = Literal["teacher", "gold", "refusal"]
 RoleContext = Literal["instructed", "plain"]
 
 DEFAULT_REFUSAL = "I'm sorry, I don't have information about that."
