@@ -154,12 +154,18 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
         train = train.model_copy(update={"mix": mix})
         roles = set(mix)
     usable = [r for r in records if r.role in roles]
+    # A finished run with the same start weights, method, settings and records is reused.
+    key = fingerprint(model_fingerprint(start), method_cfg, params.get("teacher", {}), train, usable)[:16]
+    key_file = run_dir / "unlearn_key.txt"
+    if key_file.is_file() and key_file.read_text().strip() == key and (run_dir / "model" / "config.json").is_file():
+        return run_dir / "model"
     model = load_model(str(start))
     # The teacher report was computed once for the demo (teacher_report.json), not again per method.
     engine = Engine(train, cls, build_params(cls, params), model.model, model.tokenizer, run_dir,
                     context_extras={"run_dir": run_dir})
     result = engine.train(usable)
     assert result.model_dir is not None
+    write_text_atomic(key_file, key + "\n")
     return result.model_dir
 
 
