@@ -71,6 +71,14 @@ class Attack:
             self.params.max_new_tokens if self.params.max_new_tokens is not None else settings.max_new_tokens
         )
 
+    def generate(self, model: Any, tokenizer: Any, prompts: list[str], settings: AttackSettings) -> list[str]:
+        """Greedy continuations of the attack's prompts under the evaluation's generation settings."""
+        from harmonia.evaluation.generation import generate
+
+        return generate(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens(settings),
+                        batch_size=settings.batch_size, stop=settings.stop, progress=settings.progress,
+                        description=f"{self.name} attack")
+
     def targets(self, records: Sequence[QARecord]) -> list[QARecord]:
         """The records this attack probes: QA records (not MCQ) of the configured roles."""
         return [r for r in records if r.role in self.params.roles and not r.is_mcq]

@@ -37,7 +37,6 @@ from harmonia.data.paths import resolve_path
 from harmonia.data.readers import read_json
 from harmonia.data.schema import QARecord
 from harmonia.errors import DataError
-from harmonia.evaluation.generation import generate
 from harmonia.evaluation.results import AttackEntry
 from harmonia.models.chat import render_prompt
 
@@ -162,16 +161,7 @@ class JailbreakAttack(Attack):
             )
             for name, r in probes
         ]
-        gens = generate(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens=self.max_new_tokens(settings),
-            batch_size=settings.batch_size,
-            stop=settings.stop,
-            progress=settings.progress,
-            description="jailbreak attack",
-        )
+        gens = self.generate(model, tokenizer, prompts, settings)
         builder = EntryBuilder(targets, self.threshold(settings), settings.use_stemmer)
         leaked_any: dict[str, float] = {}
         for name in templates:

@@ -26,7 +26,6 @@ from harmonia.attacks.base import (
 )
 from harmonia.data.schema import QARecord
 from harmonia.errors import DataError
-from harmonia.evaluation.generation import generate
 from harmonia.evaluation.results import AttackEntry
 from harmonia.models.chat import render_prompt
 
@@ -69,16 +68,7 @@ class ParaphraseAttack(Attack):
         prompts = [
             render_prompt(tokenizer, q, system=settings.system, prefill=r.prefill) for _, r, q in probes
         ]
-        gens = generate(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens=self.max_new_tokens(settings),
-            batch_size=settings.batch_size,
-            stop=settings.stop,
-            progress=settings.progress,
-            description="paraphrase attack",
-        )
+        gens = self.generate(model, tokenizer, prompts, settings)
         builder = EntryBuilder(targets, self.threshold(settings), settings.use_stemmer)
         questions: dict[str, list[str]] = {}
         for key in dict.fromkeys(k for k, _, _ in probes):

@@ -35,7 +35,6 @@ from harmonia.attacks.base import (
 from harmonia.data.prefill import split_answer
 from harmonia.data.schema import QARecord
 from harmonia.errors import DataError
-from harmonia.evaluation.generation import generate
 from harmonia.evaluation.loglik import encode_plain
 from harmonia.evaluation.results import AttackEntry
 from harmonia.evaluation.scoring import qa_prompt
@@ -108,16 +107,7 @@ class PrefillAttack(Attack):
         prompts = [
             qa_prompt(tokenizer, r, system=settings.system, prefill=prefill) for _, r, prefill, _, _ in probes
         ]
-        gens = generate(
-            model,
-            tokenizer,
-            prompts,
-            max_new_tokens=self.max_new_tokens(settings),
-            batch_size=settings.batch_size,
-            stop=settings.stop,
-            progress=settings.progress,
-            description="prefill attack",
-        )
+        gens = self.generate(model, tokenizer, prompts, settings)
         builder = EntryBuilder(targets, self.threshold(settings), settings.use_stemmer)
         # Every requested setting is recorded, with n = 0 where no answer was long enough for it.
         for setting in self.settings():
