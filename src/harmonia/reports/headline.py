@@ -205,8 +205,10 @@ METRIC_COLUMNS: tuple[Column, ...] = (
            "lower", over_refusal),
     Column("retain_rougeL", "retain ROUGE-L", "ROUGE-L recall on retain questions",
            "higher", _metric_reader("rougeL_recall", ("retain",))),
-    Column("mmlu", "MMLU acc", "MMLU accuracy (option log-likelihood)",
-           "higher", lambda r: benchmark_accuracy(r, "mmlu")),
+    # The harness keys multiple choice by role; general-role MCQ is MMLU in the shipped configs.
+    Column("mmlu", "MMLU acc", "MMLU accuracy (option log-likelihood; general-role MCQ)",
+           "higher", lambda r: benchmark_accuracy(r, "mmlu") if benchmark_accuracy(r, "mmlu") is not None
+           else benchmark_accuracy(r, "general")),
 )
 WMDP_COLUMN = Column("wmdp", "WMDP acc", "WMDP accuracy (option log-likelihood; chance is 0.25)",
                      "lower", lambda r: benchmark_accuracy(r, "wmdp"))
