@@ -249,13 +249,17 @@ def knowmem_metrics(
         progress=progress,
         description="KnowMem",
     )
+    return rouge_f1_by_role("knowmem", records, gens, use_stemmer=use_stemmer), gens
+
+
+def rouge_f1_by_role(kind: str, records: Sequence[QARecord], gens: Sequence[str], *,
+                     use_stemmer: bool) -> dict[str, MetricEntry]:
+    """``{kind}_rougeL_f1/{role}`` entries: ROUGE-L F1 of generations against gold answers, per role."""
     out = {}
     for role, idx in by_role(records).items():
-        result = rouge.rouge_l_f1(
-            [gens[i] for i in idx], [records[i].answer for i in idx], use_stemmer=use_stemmer
-        )
-        out[f"knowmem_rougeL_f1/{role}"] = to_entry(result, [records[i].id for i in idx])
-    return out, gens
+        result = rouge.rouge_l_f1([gens[i] for i in idx], [records[i].answer for i in idx], use_stemmer=use_stemmer)
+        out[f"{kind}_rougeL_f1/{role}"] = to_entry(result, [records[i].id for i in idx])
+    return out
 
 
 def verbmem_prompt(record: QARecord) -> str:
@@ -292,13 +296,7 @@ def verbmem_metrics(
         progress=progress,
         description="VerbMem",
     )
-    out = {}
-    for role, idx in by_role(records).items():
-        result = rouge.rouge_l_f1(
-            [gens[i] for i in idx], [records[i].answer for i in idx], use_stemmer=use_stemmer
-        )
-        out[f"verbmem_rougeL_f1/{role}"] = to_entry(result, [records[i].id for i in idx])
-    return out, gens
+    return rouge_f1_by_role("verbmem", records, gens, use_stemmer=use_stemmer), gens
 
 
 def text_scores(
