@@ -12,6 +12,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harmonia.data.paths import resolve_path
 from harmonia.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
@@ -130,17 +131,39 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+EXTENDS_KEY = "extends"
+
+
+def read_config_tree(path: str | Path, _seen: frozenset[Path] = frozenset()) -> dict[str, Any]:
+    """A YAML config merged over the config its ``extends`` key names (a path or ``pkg:...``).
+
+    The file's own keys win; sections merge key by key, lists are replaced whole. This is how a
+    preset states only how it differs from the demo, so both keep running the same pipeline.
+    """
+    path = Path(path)
+    data = read_yaml(path)
+    parent = data.pop(EXTENDS_KEY, None)
+    if parent is None:
+        return data
+    parent_path = resolve_path(str(parent), path.resolve().parent)
+    if parent_path.resolve() in _seen | {path.resolve()}:
+        raise ConfigError(f"{path}: key '{EXTENDS_KEY}': {parent_path} extends itself")
+    return _deep_merge(read_config_tree(parent_path, _seen | {path.resolve()}), data)
+
+
 def load_config(model: type[M], path: str | Path | None, overrides: list[str] | None = None,
                 *, base: dict[str, Any] | None = None) -> M:
-    """Read YAML (optional), apply overrides, validate with ``model``; errors name file and key.
+    """Read YAML (optional, with its ``extends`` chain), apply overrides, validate with ``model``;
+    errors name file and key.
 
     Relative paths inside the file resolve against the file's folder (via the validation
-    context key ``config_dir``), so a config works from any working directory.
+    context key ``config_dir``), so a config works from any working directory; paths inherited
+    through ``extends`` resolve against the extending file's folder too.
     """
     data: dict[str, Any] = dict(base or {})
     source = str(path) if path is not None else "<defaults>"
     if path is not None:
-        data = _deep_merge(data, read_yaml(path))
+        data = _deep_merge(data, read_config_tree(path))
     data = apply_overrides(data, overrides or [])
     config_dir = Path(path).resolve().parent if path is not None else Path.cwd()
     try:

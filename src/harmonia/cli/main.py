@@ -132,7 +132,8 @@ def teacher_report(config: Path, overrides: Overrides = None) -> None:
 
 @app.command()
 @handle_errors
-def demo(config: Annotated[str | None, typer.Option(help="demo config (default: the shipped TOFU demo)")] = None,
+def demo(config: Annotated[str | None, typer.Option(
+             help="demo config file, or a preset: demo (TOFU, default), muse_books, wmdp_cyber")] = None,
          overrides: Overrides = None,
          baselines: Annotated[str | None, typer.Option(help="'all' or comma-separated method names")] = None
          ) -> None:

@@ -29,7 +29,7 @@ from harmonia.data.config import (
     source_label,
 )
 from harmonia.data.generators import LocalModelGenerator, OpenAICompatibleGenerator, QAGenerator
-from harmonia.data.jsonl import check_length
+from harmonia.data.jsonl import check_length, record_length
 from harmonia.data.loaders import (
     load_generic,
     load_mmlu,
@@ -216,13 +216,22 @@ def _load_source(ctx: _Context, index: int) -> list[QARecord]:
     if src.is_text:
         records = _text_records(ctx, src, label)
     else:
-        records = _select(_record_source(cfg, src), src, label, cfg.seed)
+        records = _record_source(cfg, src)
         if cfg.standardise.mcq_to_qa:
             records = standardise_mcq(records, style=cfg.standardise.mcq_style)
+        if src.max_tokens is not None:
+            records = _short_records(records, src.max_tokens, ctx.tokenizer, label)
+        records = _select(records, src, label, cfg.seed)
     if src.calibration:
         for record in records:
             record.metadata["calibration"] = True
     return records
+
+
+def _short_records(records: list[QARecord], max_tokens: int, tokenizer: Any, label: str) -> list[QARecord]:
+    if tokenizer is None:
+        raise ConfigError(f"{label}: max_tokens counts model tokens; pass the model's tokenizer to build_dataset")
+    return [r for r in records if sum(record_length(r, tokenizer).values()) <= max_tokens]
 
 
 def _cap_lengths(records: list[QARecord], cfg: DataConfig, tokenizer: Any) -> list[QARecord]:

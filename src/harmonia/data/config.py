@@ -3,9 +3,10 @@
 A ``DataConfig`` lists the sources (loader, path, role, selection), then how to standardise
 them, mine anchors, add prefill-augmented records and cap lengths. Paths follow
 :mod:`harmonia.data.paths`: ``pkg:...`` is inside the package resources, other relative paths are
-relative to the config file's folder. A source without ``path`` uses the data shipped with
-harmonia where there is some (TOFU, MMLU subset, WMDP-Cyber dev); MUSE, TruthfulQA and custom
-files always need a path.
+relative to the config file's folder, and ``${NAME}`` in a source's ``path`` is an environment
+variable (an unset one is an error naming the source and the variable). A source without
+``path`` uses the data shipped with harmonia where there is some (TOFU, MMLU subset, WMDP-Cyber
+dev); MUSE, TruthfulQA and custom files always need a path.
 
 Example (YAML)::
 
@@ -35,7 +36,7 @@ from pydantic import (
 
 from harmonia.data.anchors import AnchorMethod
 from harmonia.data.loaders.generic import FileFormat
-from harmonia.data.paths import resolve_path
+from harmonia.data.paths import expand_variables, resolve_path, unset_variables
 from harmonia.data.schema import Role
 from harmonia.data.standardise import MCQStyle, Unit
 from harmonia.errors import ConfigError
@@ -47,7 +48,9 @@ class _Strict(BaseModel):
 
 class _Source(_Strict):
     """Fields every source has. ``limit`` keeps ``limit`` records (passages, for text sources),
-    the first ones or a seeded random sample; ``calibration`` marks teacher-calibration data
+    the first ones or a seeded random sample, drawn among the records of at most ``max_tokens``
+    (question + prefill + answer after standardisation; a small model's preset can then keep a
+    fixed number of short WMDP questions); ``calibration`` marks teacher-calibration data
     (``metadata["calibration"] = True``), which must not overlap the evaluated entities."""
 
     DEFAULT_PATH: ClassVar[str | None] = None
@@ -58,6 +61,9 @@ class _Source(_Strict):
     path: str | None = None
     limit: int | None = Field(default=None, ge=1)
     sample: Literal["first", "random"] = "first"
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="keep only records this short (model tokens) before the limit is drawn"
+    )
     calibration: bool = False
 
     @property
@@ -275,7 +281,17 @@ class DataConfig(_Strict):
         return resolve_path(spec, self._base_dir)
 
     def source_path(self, src: _Source) -> Path:
-        return self.resolve(src.path if src.path is not None else src.DEFAULT_PATH)  # type: ignore[arg-type]
+        """Where a source's data is; ``${NAME}`` in its ``path`` is read from the environment."""
+        spec = src.path if src.path is not None else src.DEFAULT_PATH
+        assert spec is not None  # _Source._has_path guarantees one of them
+        if missing := unset_variables(spec):
+            label = next((source_label(i, s) for i, s in enumerate(self.sources) if s is src), "source")
+            raise ConfigError(
+                f"data source '{label}': key 'path' is '{spec}', but the environment variable(s) "
+                f"{', '.join(missing)} are not set; export {missing[0]}=<folder of that data> "
+                "or write the path into the data config"
+            )
+        return self.resolve(expand_variables(spec))
 
 
 def source_label(index: int, src: _Source) -> str:

@@ -11,9 +11,12 @@ data and still point at the data shipped inside the package:
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 PKG_PREFIX = "pkg:"
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def resources_dir() -> Path:
@@ -30,3 +33,14 @@ def resolve_path(spec: str | Path, base_dir: str | Path | None = None) -> Path:
     if path.is_absolute():
         return path
     return (Path(base_dir) if base_dir is not None else Path.cwd()) / path
+
+
+def unset_variables(spec: str | Path) -> list[str]:
+    """The ``${NAME}`` variables in ``spec`` that the environment does not set (or sets empty)."""
+    return [name for name in dict.fromkeys(_VARIABLE.findall(str(spec))) if not os.environ.get(name)]
+
+
+def expand_variables(spec: str | Path) -> str:
+    """``${NAME}`` -> the environment variable's value; data the package may not ship (the MUSE-Books
+    text) is found this way without writing a machine's path into a shipped config."""
+    return _VARIABLE.sub(lambda m: os.environ.get(m.group(1), m.group(0)), str(spec))

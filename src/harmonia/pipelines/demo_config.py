@@ -9,11 +9,13 @@ from pydantic import Field, field_validator, model_validator
 from harmonia.config import MethodConfig, ModelConfig, Section, TrainConfig
 from harmonia.data.config import DataConfig
 from harmonia.data.paths import resolve_path
+from harmonia.errors import ConfigError
 from harmonia.evaluation.config import EvalConfig
 from harmonia.pipelines.config import coerce_data_config
 from harmonia.teacher.config import TeacherConfig
 
-DEFAULT_DEMO_CONFIG = "pkg:configs/demo.yaml"
+PRESETS_DIR = "pkg:configs"
+DEFAULT_DEMO_CONFIG = f"{PRESETS_DIR}/demo.yaml"
 
 
 class SelectionConfig(Section):
@@ -62,7 +64,19 @@ class DemoConfig(Section):
         return self
 
 
+def demo_presets() -> list[str]:
+    """Names of the shipped demo configs (``configs/<name>.yaml``; ``*_data.yaml`` are their data)."""
+    return sorted(p.stem for p in resolve_path(PRESETS_DIR).glob("*.yaml") if not p.stem.endswith("_data"))
+
+
 def demo_config_path(spec: str | None) -> Path:
-    return resolve_path(spec or DEFAULT_DEMO_CONFIG, None)
+    """A config file path, a ``pkg:`` path, or a preset name (``muse_books`` -> ``configs/muse_books.yaml``)."""
+    spec = spec or DEFAULT_DEMO_CONFIG
+    if "/" in spec or ":" in spec or spec.endswith((".yaml", ".yml")):
+        return resolve_path(spec, None)
+    if spec not in demo_presets():
+        raise ConfigError(f"unknown demo preset '{spec}'; shipped presets: {', '.join(demo_presets())} "
+                          "(or pass the path of a config file)")
+    return resolve_path(f"{PRESETS_DIR}/{spec}.yaml")
 
 

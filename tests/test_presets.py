@@ -1,0 +1,118 @@
+"""Demo presets (MUSE-Books, WMDP-Cyber, CPU and GPU sized): they load, validate, inherit the demo,
+name missing data clearly, and their data builds give every role the configured counts."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from harmonia.cli.main import app
+from harmonia.config import load_config
+from harmonia.data.build import build_dataset
+from harmonia.data.config import load_data_config
+from harmonia.data.jsonl import read_records, record_length
+from harmonia.errors import ConfigError
+from harmonia.pipelines.demo_config import DemoConfig, demo_config_path, demo_presets
+from harmonia.pipelines.targets import calibration_records
+from harmonia.teacher.context import build_context
+
+PRESETS = ("muse_books", "wmdp_cyber", "muse_books_gpu", "wmdp_cyber_gpu")
+CPU_PRESETS = ("muse_books", "wmdp_cyber")
+runner = CliRunner()
+
+
+@pytest.fixture()
+def data_env(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("HARMONIA_MUSE_BOOKS", str(shared_data / "muse_books"))
+    monkeypatch.setenv("HARMONIA_MMLU", str(shared_data / "mmlu"))
+    return shared_data
+
+
+def test_presets_are_listed_and_unknown_names_rejected():
+    assert set(PRESETS) | {"demo"} == set(demo_presets())
+    with pytest.raises(ConfigError, match=r"unknown demo preset 'muse'.*muse_books"):
+        demo_config_path("muse")
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_validates_and_keeps_the_demo_pipeline(name):
+    demo = load_config(DemoConfig, demo_config_path(None))
+    cfg = load_config(DemoConfig, demo_config_path(name))
+    assert cfg.name != demo.name and cfg.output_dir != demo.output_dir
+    # inherited through `extends`: the same method, baselines and attacks as the TOFU demo
+    assert cfg.unlearn.method == demo.unlearn.method
+    assert cfg.run_baselines == demo.run_baselines
+    assert cfg.evaluation.attacks == demo.evaluation.attacks
+    assert cfg.teacher.scope.forget and cfg.teacher.scope.neighbor
+    roles = {src.role for src in cfg.data.sources}
+    assert roles == {"forget", "neighbor", "retain", "general"}
+
+
+def test_gpu_presets_use_the_papers_models():
+    assert load_config(DemoConfig, demo_config_path("muse_books_gpu")).model.spec == "meta-llama/Llama-3.2-3B-Instruct"
+    assert load_config(DemoConfig, demo_config_path("wmdp_cyber_gpu")).model.spec == "HuggingFaceH4/zephyr-7b-beta"
+
+
+def test_missing_muse_folder_names_the_source_field_and_variable(monkeypatch, tokenizer):
+    monkeypatch.delenv("HARMONIA_MUSE_BOOKS", raising=False)
+    cfg = load_config(DemoConfig, demo_config_path("muse_books"))
+    with pytest.raises(ConfigError, match=r"'muse_forget': key 'path' .*HARMONIA_MUSE_BOOKS are not set"):
+        build_dataset(cfg.data, tokenizer=tokenizer)
+
+
+def test_extends_merges_sections_and_rejects_cycles(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": str(demo_config_path(None)), "name": "child",
+                                     "unlearn": {"train": {"steps": 3}}, "data": "pkg:configs/demo_data.yaml"}))
+    cfg = load_config(DemoConfig, child)
+    demo = load_config(DemoConfig, demo_config_path(None))
+    assert cfg.name == "child" and cfg.unlearn.train.steps == 3
+    assert cfg.unlearn.train.lr == demo.unlearn.train.lr  # the rest of the section is inherited
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(yaml.safe_dump({"extends": "loop.yaml"}))
+    with pytest.raises(ConfigError, match="extends itself"):
+        load_config(DemoConfig, loop)
+
+
+def _expected(cfg: DemoConfig) -> Counter:
+    """Plain records per (role, calibration) as the data config's limits say."""
+    out: Counter = Counter()
+    for src in cfg.data.sources:
+        assert src.limit is not None, "CPU presets draw a fixed sample from every source"
+        out[(src.role, src.calibration)] += src.limit
+    return out
+
+
+@pytest.mark.parametrize("name", CPU_PRESETS)
+def test_data_build_gives_every_role_its_count(name, data_env, tmp_path, tokenizer):
+    cfg = load_config(DemoConfig, demo_config_path(name))
+    data_yaml = demo_config_path(name).with_name(f"{name}_data.yaml")
+    out = tmp_path / "records.jsonl"
+    result = runner.invoke(app, ["data", "build", str(data_yaml), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    records = read_records(out)
+    plain = Counter((r.role, bool(r.metadata.get("calibration"))) for r in records if not r.prefill)
+    assert plain == _expected(cfg)
+    prefilled = Counter(r.role for r in records if r.prefill)
+    assert set(prefilled) == set(load_data_config(data_yaml).prefill.roles)
+    assert all(r.anchor_id for r in records if r.role == "forget" and not r.prefill)
+    for src in cfg.data.sources:  # long questions were left out before the sample was drawn
+        mine = [r for r in records if r.source == src.loader.replace("muse", "muse_books") and not r.prefill
+                and r.role == src.role and bool(r.metadata.get("calibration")) == src.calibration]
+        if src.max_tokens is not None:
+            assert mine and all(sum(record_length(r, tokenizer).values()) <= src.max_tokens for r in mine)
+
+
+@pytest.mark.parametrize("name", CPU_PRESETS)
+def test_calibration_topics_are_disjoint_from_the_forget_scope(name, data_env, tokenizer):
+    cfg = load_config(DemoConfig, demo_config_path(name))
+    records = build_dataset(cfg.data, tokenizer=tokenizer)
+    context = build_context(cfg.teacher, records)
+    calibration = calibration_records(records, cfg.teacher, tokenizer, scope=context.scope)  # raises on a leak
+    topics = {r.group for r in calibration}
+    assert len(topics) == 6
+    assert not topics & {r.group for r in records if r.role in ("forget", "neighbor")}
