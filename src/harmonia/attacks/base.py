@@ -73,11 +73,11 @@ class Attack:
 
     def generate(self, model: Any, tokenizer: Any, prompts: list[str], settings: AttackSettings) -> list[str]:
         """Greedy continuations of the attack's prompts under the evaluation's generation settings."""
-        from harmonia.evaluation.generation import generate
+        from harmonia.evaluation.backends import generate_texts
 
-        return generate(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens(settings),
-                        batch_size=settings.batch_size, stop=settings.stop, progress=settings.progress,
-                        description=f"{self.name} attack")
+        return generate_texts(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens(settings),
+                              batch_size=settings.batch_size, stop=settings.stop, progress=settings.progress,
+                              description=f"{self.name} attack")
 
     def targets(self, records: Sequence[QARecord]) -> list[QARecord]:
         """The records this attack probes: QA records (not MCQ) of the configured roles."""

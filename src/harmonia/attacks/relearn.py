@@ -35,8 +35,10 @@ from harmonia.attacks.base import (
 )
 from harmonia.config import LoraConfig, TrainConfig
 from harmonia.data.schema import QARecord
+from harmonia.errors import ConfigError
 from harmonia.evaluation.results import AttackEntry
 from harmonia.evaluation.scoring import generate_answers
+from harmonia.evaluation.sharding import active_processes
 
 
 class RelearnParams(AttackParams):
@@ -105,10 +107,16 @@ class RelearnAttack(Attack):
         from harmonia.methods.base import build_params, get_method
         from harmonia.training.engine import Engine
 
+        # Under a multi-process evaluation the engine trains data-parallel over the same processes
+        # (one micro-batch each); its loss does not depend on the split, so neither does the attack.
+        processes = active_processes().world
+        if self.params.batch_size % processes:
+            raise ConfigError(f"attacks.relearn.batch_size {self.params.batch_size} must be a multiple of the "
+                              f"{processes} evaluating processes")
         cfg = TrainConfig(
             steps=self.params.steps,
             batch_size=self.params.batch_size,
-            micro_batch_size=self.params.batch_size,
+            micro_batch_size=self.params.batch_size // processes,
             lr=self.params.lr,
             scheduler="constant",
             max_length=self.params.max_length,

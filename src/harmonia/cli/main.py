@@ -90,7 +90,7 @@ def eval_(model: Annotated[str, typer.Argument(help="model spec or run directory
           = None) -> None:
     """Evaluate a model on all four objectives and the attacks: results.json + report."""
     _quiet_libraries()
-    from harmonia.evaluation.harness import evaluate
+    from harmonia.evaluation.harness import eval_processes, evaluate
     from harmonia.models import load_tokenizer
     from harmonia.pipelines.records import load_run_records
     from harmonia.reports.report import write_report
@@ -101,6 +101,8 @@ def eval_(model: Annotated[str, typer.Argument(help="model spec or run directory
     out = output or (Path(model) / "eval" if Path(model).is_dir() else Path("runs") / "eval")
     results = evaluate(model, records, cfg.evaluation, name=name or Path(model).name, reference=target, out=out,
                        log=console.print)
+    if not eval_processes().is_main_process:
+        return  # under accelerate launch every process holds the same results; the main one writes
     paths = write_report([results], out, title=f"harmonia evaluation: {results.name}")
     console.print(rich_table([results]))
     console.print(f"results: {out / 'results.json'}  report: {paths.html}")

@@ -7,7 +7,7 @@ the config file). Example (YAML)::
     metrics: [qa, probability, truth_ratio, mcq]
     system: null                      # or an instruction: the in-context-unlearning row
     subsets: {max_qa: {forget: 40, neighbor: 40, retain: 40}, max_mcq: {general: 100}}
-    generation: {max_new_tokens: 64, batch_size: 16}
+    generation: {max_new_tokens: 64, batch_size: 16, backend: hf}   # or vllm
     attacks:
       prefill: {ks: [1, 2, 5, 10]}
       jailbreak: {data_dir: /work/shared/data/attacks, sources: [dan, inthewild]}
@@ -85,9 +85,17 @@ class SubsetSettings(_Section):
 
 
 class GenerationSettings(_Section):
+    """Greedy generation. ``backend: vllm`` (``pip install 'harmonia[vllm]'``, one process) falls back
+    to ``hf`` with a warning when vLLM is missing, or fails with ``require_backend: true``
+    (see :mod:`harmonia.evaluation.backends`)."""
+
     max_new_tokens: int = Field(64, gt=0)
     batch_size: int = Field(16, gt=0)
     stop: list[str] = Field(default_factory=list)
+    backend: Literal["hf", "vllm"] = "hf"
+    require_backend: bool = Field(False, description="fail instead of falling back to hf when vllm is missing")
+    vllm_gpu_memory_utilization: float = Field(
+        0.4, gt=0, lt=1, description="GPU share of the vLLM engine (the HF model stays loaded for scoring)")
 
 
 class KnowMemSettings(_Section):

@@ -16,6 +16,7 @@ do not depend on the batch sizes (tested).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import random
 import time
@@ -28,7 +29,8 @@ import torch
 from harmonia.attacks.base import AttackSettings, get_attack
 from harmonia.data.readers import read_json
 from harmonia.data.schema import ROLES, QARecord
-from harmonia.errors import DataError
+from harmonia.errors import ConfigError, DataError
+from harmonia.evaluation.backends import VLLMGenerator, choose_backend, generating_with
 from harmonia.evaluation.config import EvalConfig, SubsetSettings
 from harmonia.evaluation.lm_eval_backend import require_lm_eval, run_lm_eval
 from harmonia.evaluation.multiple_choice import mcq_metrics
@@ -45,6 +47,7 @@ from harmonia.evaluation.scoring import (
     to_entry,
     verbmem_metrics,
 )
+from harmonia.evaluation.sharding import across_processes
 from harmonia.models import LoadedModel, load_model
 
 RESULTS_FILE = "results.json"
@@ -317,15 +320,79 @@ def evaluate(
     ``reference`` is the target model's results (object or results.json path; default
     ``cfg.objectives.target_results``): relative objectives divide by its scores. ``out`` is a
     folder (``results.json`` is written inside) or a ``.json`` path; the write is atomic.
+
+    Under ``accelerate launch`` the per-example work is split over the processes and gathered
+    back in order (:mod:`harmonia.evaluation.sharding`): every process returns the same results,
+    equal to a one-process run, and only the main process logs and writes ``results.json``.
     """
     cfg = cfg or EvalConfig()
     if cfg.mcq.backend == "lm_eval":
         require_lm_eval()  # fail before any model time is spent
+    state = eval_processes()
+    main = state.is_main_process
+    choice = choose_backend(cfg.generation.backend, required=cfg.generation.require_backend,
+                            processes=state.num_processes)
+    if not main:
+        # every process computes the same results; one of them talks and shows progress
+        log = _silent
+        cfg = cfg.model_copy(update={"progress": False})
+    if state.num_processes > 1 and cfg.mcq.backend == "lm_eval" and "mcq" in cfg.metrics:
+        log("mcq.backend lm_eval is not sharded: every process runs the lm-eval tasks in full")
     started = time.perf_counter()
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    net, tokenizer = loaded.model, loaded.tokenizer
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, device=str(state.device))
+    net = loaded.model
     net.eval()
     torch.manual_seed(cfg.seed)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(across_processes(state.process_index, state.num_processes))
+        if choice.name == "vllm":
+            stack.enter_context(generating_with(net, vllm_generator(loaded, cfg)))
+        results = _evaluate_loaded(loaded, records, cfg, name=name, reference=reference, log=log)
+    results.meta["generation_backend"] = {"name": choice.name, "requested": cfg.generation.backend,
+                                          "reason": choice.reason}
+    results.meta["processes"] = state.num_processes
+    results.meta["seconds"] = time.perf_counter() - started
+    if out is not None and main:
+        path = Path(out)
+        results.save(path if path.suffix == ".json" else path / RESULTS_FILE)
+    return results
+
+
+def _silent(_: str) -> None:
+    return None
+
+
+def eval_processes() -> Any:
+    """accelerate's process state: one process, or the ones ``accelerate launch`` started.
+
+    On a CPU-only machine accelerate must be told so, or a multi-process launch falls back to
+    independent single processes instead of a gloo process group (as in the training engine).
+    """
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def vllm_generator(loaded: LoadedModel, cfg: EvalConfig) -> VLLMGenerator:
+    """A vLLM engine on the evaluated model's folder, in the HF model's dtype."""
+    if (Path(loaded.path) / "adapter_config.json").is_file():
+        raise ConfigError(f"generation.backend vllm needs a full model folder, got the adapter {loaded.path}; "
+                          "save the run merged (train.save: merged) or use backend hf")
+    dtype = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
+    return VLLMGenerator(loaded.path, loaded.tokenizer, dtype=dtype, seed=cfg.seed,
+                         gpu_memory_utilization=cfg.generation.vllm_gpu_memory_utilization)
+
+
+def _evaluate_loaded(
+    loaded: LoadedModel,
+    records: Sequence[QARecord],
+    cfg: EvalConfig,
+    *,
+    name: str,
+    reference: EvalResults | str | Path | None,
+    log: Callable[[str], Any],
+) -> EvalResults:
+    net, tokenizer = loaded.model, loaded.tokenizer
     chosen = select_subsets(records, cfg.subsets)
     qa = [r for r in chosen if not r.is_mcq and not is_verbmem(r)]
     verb = [r for r in chosen if is_verbmem(r)]
@@ -370,13 +437,9 @@ def evaluate(
                 "verbmem": _role_counts(verb),
                 "mcq": _role_counts(mcq_records),
             },
-            "seconds": time.perf_counter() - started,
             "versions": _versions(),
         },
     )
-    if out is not None:
-        path = Path(out)
-        results.save(path if path.suffix == ".json" else path / RESULTS_FILE)
     return results
 
 

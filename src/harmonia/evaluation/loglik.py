@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from harmonia.errors import DataError
+from harmonia.evaluation.sharding import map_sharded
 from harmonia.progress import progress_bar
 
 
@@ -146,7 +147,6 @@ def _moments(logprobs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mu, var.clamp(min=0).sqrt()
 
 
-@torch.no_grad()
 def score_continuations(
     model: Any,
     tokenizer: Any,
@@ -160,11 +160,39 @@ def score_continuations(
     progress: bool = True,
     description: str = "scoring",
 ) -> list[ContinuationScore]:
-    """Log-probability of every continuation token given its context, in input order."""
+    """Log-probability of every continuation token given its context, in input order.
+
+    Sharded over the evaluating processes (:mod:`harmonia.evaluation.sharding`): a score does
+    not depend on the other rows of its batch, so any split gives the same numbers.
+    """
     if len(contexts) != len(continuations):
         raise DataError(
             None, f"{len(contexts)} contexts but {len(continuations)} continuations", field="continuations"
         )
+
+    def run(pairs: list[tuple[str, str]]) -> list[ContinuationScore]:
+        return _score_continuations_local(
+            model, tokenizer, [c for c, _ in pairs], [x for _, x in pairs], batch_size=batch_size,
+            moments=moments, max_length=max_length, max_continuation_tokens=max_continuation_tokens,
+            progress=progress, description=description)
+
+    return map_sharded(run, list(zip(contexts, continuations, strict=True)))
+
+
+@torch.no_grad()
+def _score_continuations_local(
+    model: Any,
+    tokenizer: Any,
+    contexts: Sequence[str],
+    continuations: Sequence[str],
+    *,
+    batch_size: int,
+    moments: bool,
+    max_length: int | None,
+    max_continuation_tokens: int | None,
+    progress: bool,
+    description: str,
+) -> list[ContinuationScore]:
     if batch_size < 1:
         raise DataError(None, f"batch_size must be >= 1, got {batch_size}", field="batch_size")
     encoded = [
@@ -215,7 +243,6 @@ def _row_score(
     )
 
 
-@torch.no_grad()
 def next_token_logprobs(
     model: Any,
     tokenizer: Any,
@@ -231,9 +258,29 @@ def next_token_logprobs(
 
     The fast path for multiple choice, where every option is a single token (" A" .. " D"):
     equal to :func:`score_continuations` of each one-token continuation, at a quarter of the cost.
+    Sharded over the evaluating processes like :func:`score_continuations`.
     """
     if batch_size < 1:
         raise DataError(None, f"batch_size must be >= 1, got {batch_size}", field="batch_size")
+    return map_sharded(
+        lambda part: _next_token_logprobs_local(model, tokenizer, part, token_ids, batch_size=batch_size,
+                                                max_length=max_length, progress=progress, description=description),
+        prompts,
+    )
+
+
+@torch.no_grad()
+def _next_token_logprobs_local(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    token_ids: Sequence[int],
+    *,
+    batch_size: int,
+    max_length: int | None,
+    progress: bool,
+    description: str,
+) -> list[list[float]]:
     encoded = []
     for p in prompts:
         seq = encode_plain(tokenizer, p) or [prefix_token_id(tokenizer)]

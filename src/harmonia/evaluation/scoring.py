@@ -22,7 +22,7 @@ from typing import Any
 
 from harmonia.data.schema import ROLES, QARecord
 from harmonia.errors import DataError
-from harmonia.evaluation.generation import generate
+from harmonia.evaluation.backends import generate_texts
 from harmonia.evaluation.loglik import ContinuationScore, score_continuations
 from harmonia.evaluation.metrics import fluency, probability, refusal, rouge
 from harmonia.evaluation.metrics.base import MetricResult
@@ -81,7 +81,7 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers to the records' questions (after any prefill the record carries)."""
     prompts = [qa_prompt(tokenizer, r, system=system) for r in records]
-    return generate(
+    return generate_texts(
         model,
         tokenizer,
         prompts,
@@ -239,7 +239,7 @@ def knowmem_metrics(
     ``use_stemmer=False`` is MUSE's setting (see :mod:`harmonia.evaluation.metrics.rouge`).
     """
     prompts = [knowmem_prompt(r.question, shots) for r in records]
-    gens = generate(
+    gens = generate_texts(
         model,
         tokenizer,
         prompts,
@@ -287,7 +287,7 @@ def verbmem_metrics(
 ) -> tuple[dict[str, MetricEntry], list[str]]:
     """VerbMem ROUGE-L F1 of the 128-token continuation against the true continuation, per role."""
     prompts = [verbmem_prompt(r) for r in records]
-    gens = generate(
+    gens = generate_texts(
         model,
         tokenizer,
         prompts,
