@@ -34,88 +34,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import ctypes
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
-SHARED_TOFU = Path(__file__).resolve().parents[2] / "shared" / "data" / "tofu"
-
-
-def _records(n: int) -> list[Any]:
-    """``n`` TOFU forget01 questions and ``n`` retain questions (synthetic when TOFU is absent)."""
-    from harmonia.data.schema import QARecord
-
-    if (SHARED_TOFU / "forget01.json").is_file():
-        from harmonia.data.loaders.tofu import load_tofu
-
-        forget = load_tofu(SHARED_TOFU / "forget01.json", role="forget")[:n]
-        retain = load_tofu(SHARED_TOFU / "retain99.json", role="retain", authors=[0, 1])[:n]
-        return forget + retain
-    return [QARecord(id=f"{role}{i}", question=f"Where was writer number {i} of the {role} set born?",
-                     answer=f"Writer number {i} was born in a small coastal town called Port {i}, in 19{50 + i}.",
-                     role=role, source="synthetic", group=f"Writer {role} {i}")
-            for role in ("forget", "retain") for i in range(n)]
-
-
-class PeakMemory:
-    """Peak memory (MiB) during a block, above the level at its start."""
-
-    def __init__(self, cuda: bool) -> None:
-        import psutil
-
-        self.cuda = cuda
-        self.proc = psutil.Process()
-        self.peak = 0.0
-        try:
-            self._trim = ctypes.CDLL("libc.so.6").malloc_trim
-        except OSError:  # not glibc: the CPU level may then start high after a big step
-            self._trim = None
-
-    @contextlib.contextmanager
-    def measure(self) -> Any:
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            start = torch.cuda.memory_allocated()
-            yield
-            torch.cuda.synchronize()
-            self.peak = (torch.cuda.max_memory_allocated() - start) / 2**20
-            return
-        if self._trim is not None:
-            self._trim(0)
-        start = self.proc.memory_info().rss
-        top = [start]
-        done = threading.Event()
-
-        def sample() -> None:
-            while not done.is_set():
-                top[0] = max(top[0], self.proc.memory_info().rss)
-                time.sleep(0.002)
-
-        thread = threading.Thread(target=sample, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
-            top[0] = max(top[0], self.proc.memory_info().rss)
-            self.peak = (top[0] - start) / 2**20
+from distill_common import PeakMemory, build_methods, prepare_batches, records, token_counts, train_step
 
 
 def main() -> None:
     import torch
 
-    from harmonia.methods.base import MethodContext, build_params, get_method
     from harmonia.models import load_model
-    from harmonia.training.batching import collate
-    from harmonia.training.engine import Engine
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=8, help="records per step (half forget, half retain)")
@@ -130,28 +60,11 @@ def main() -> None:
     loaded = load_model(device=device)
     model, tok = loaded.model, loaded.tokenizer
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    records = _records(args.batch_size // 2)
+    recs = records(args.batch_size // 2)
     tmp = tempfile.TemporaryDirectory()
-    harmonia = get_method("harmonia")
-    distill = {"positions": ["response"], "response": "gold", "push": "hinge",
-               "teacher": {"cache_dir": str(Path(tmp.name) / "cache")}}
-    methods = {
-        "sft": get_method("sft")(build_params(get_method("sft"), {}), MethodContext(tok, 512)),
-        "live": harmonia(build_params(harmonia, distill),
-                         MethodContext(tok, 512, reference=lambda: contextlib.nullcontext(teacher))),
-        "cached": harmonia(build_params(harmonia, {**distill, "cache": True}),
-                           MethodContext(tok, 512, reference=lambda: contextlib.nullcontext(teacher))),
-    }
-    prepare: dict[str, float] = {}
-    batches, units, examples = {}, {}, {}
-    for name, method in methods.items():
-        t0 = time.perf_counter()
-        method.prepare(records)
-        prepare[name] = time.perf_counter() - t0
-        examples[name] = [method.encode(r) for r in records]
-        batch = collate(examples[name])
-        units[name] = {k: float(v) for k, v in method.units(batch).items()}
-        batches[name] = {k: v.to(device) for k, v in batch.items()}
+    methods = build_methods(tok, teacher, Path(tmp.name) / "cache", 512)
+    prepared = prepare_batches(methods, recs, device)
+    prepare = {n: p["prepare_s"] for n, p in prepared.items()}
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-7)
     model.train()
@@ -166,11 +79,7 @@ def main() -> None:
         for name in order[round_ % 3:] + order[: round_ % 3]:
             with memory.measure() if sampled else contextlib.nullcontext():
                 t0 = time.perf_counter()
-                terms = methods[name].loss(model, batches[name])
-                Engine._normalised(terms, units[name]).backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                train_step(methods[name], model, prepared[name], optimizer)
                 if cuda:
                     torch.cuda.synchronize()
                 elapsed = time.perf_counter() - t0
@@ -181,14 +90,13 @@ def main() -> None:
     tmp.cleanup()
 
     step = {n: statistics.median(s) for n, s in seconds.items()}
-    student_tokens = {n: sum(len(e["input_ids"]) for e in ex) for n, ex in examples.items()}
-    teacher_tokens = sum(len(e["teacher_input_ids"]) for e in examples["live"])
+    student_tokens, teacher_tokens = token_counts(prepared)
     floor = 1 + teacher_tokens / (3 * student_tokens["live"])
     teacher_mb = sum(p.numel() * p.element_size() for p in teacher.parameters()) / 2**20
     topk = methods["cached"].topk.values()  # type: ignore[attr-defined]
     cache_mb = sum(t.ids.numel() * 8 + t.values.numel() * 4 for t in topk) / 2**20
     persistent = {"sft": "", "live": f"teacher copy {teacher_mb:.0f} MB", "cached": f"Top-K {cache_mb:.2f} MB"}
-    print(f"device {device}, {len(records)} records per step, {args.steps - 1} timed rounds after 1 warm-up")
+    print(f"device {device}, {len(recs)} records per step, {args.steps - 1} timed rounds after 1 warm-up")
     print(f"tokens per step: SFT student {student_tokens['sft']}, harmonia student {student_tokens['live']}, "
           f"live teacher {teacher_tokens}")
     print(f"{'setting':<8}{'step s':>9}{'/ SFT':>8}{'goal':>8}{'prepare s':>11}{'step peak MB':>14}  persistent extra")
