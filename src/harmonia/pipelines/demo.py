@@ -23,11 +23,11 @@ from harmonia.evaluation.harness import evaluate
 from harmonia.evaluation.results import EvalResults
 from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
 from harmonia.methods.base import build_params, get_method
-from harmonia.models import load_model
+from harmonia.models import LoadedModel, load_model
 from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig
 from harmonia.pipelines.fingerprint import fingerprint, model_fingerprint
 from harmonia.pipelines.targets import prepare_model
-from harmonia.teacher.context import build_context, instructed_system_prompt
+from harmonia.teacher.context import TeacherContext, build_context, instructed_system_prompt
 from harmonia.teacher.report import check_separation, compute_teacher_report, format_report
 from harmonia.training.engine import Engine
 
@@ -68,6 +68,24 @@ class Stopwatch:
         self.log(f"   {name}: {self.timings[name]:.0f} s")
 
 
+@dataclass
+class DemoData:
+    base: LoadedModel
+    records: list[QARecord]
+    eval_extra: list[QARecord]
+    context: TeacherContext
+
+
+def load_demo_data(cfg: DemoConfig, log: Log = print) -> DemoData:
+    """The demo's data stage: base model, training records, evaluation-only records, teacher context."""
+    base = load_model(cfg.model.spec, dtype=cfg.model.dtype)
+    records = build_dataset(cfg.data, tokenizer=base.tokenizer)
+    eval_extra = build_dataset(cfg.eval_data, tokenizer=base.tokenizer) if cfg.eval_data else []
+    context = build_context(cfg.teacher, records)
+    log(f"   {len(records)} records; forget scope: {', '.join(context.scope.forget)}")
+    return DemoData(base, records, eval_extra, context)
+
+
 def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Log = print) -> DemoResult:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,11 +93,8 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
     names = list(baselines if baselines is not None else cfg.run_baselines)
 
     with watch.stage("data"):
-        base = load_model(cfg.model.spec, dtype=cfg.model.dtype)
-        records = build_dataset(cfg.data, tokenizer=base.tokenizer)
-        eval_extra = build_dataset(cfg.eval_data, tokenizer=base.tokenizer) if cfg.eval_data else []
-        context = build_context(cfg.teacher, records)
-        log(f"   {len(records)} records; forget scope: {', '.join(context.scope.forget)}")
+        data = load_demo_data(cfg, log)
+    base, records, eval_extra, context = data.base, data.records, data.eval_extra, data.context
 
     with watch.stage("target"):
         target = prepare_model("target", base.path, records, cfg.teacher, cfg.target, base.tokenizer,
@@ -185,4 +200,4 @@ def cached_evaluation(cfg: DemoConfig, name: str, model_dir: Path, records: list
     return results
 
 
-__all__ = ["ROLES", "DemoResult", "run_demo", "select"]
+__all__ = ["ROLES", "DemoData", "DemoResult", "load_demo_data", "run_demo", "select"]

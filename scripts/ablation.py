@@ -1,0 +1,51 @@
+"""Ablate the method's design choices one at a time against the demo config; write docs/ablations.md.
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python scripts/ablation.py --steps 30
+    .venv/bin/python scripts/ablation.py --variants base,pull_only,k5 --steps 5 --eval-limit 8 -o /tmp/ablations.md
+
+Variants (``--variants``, comma-separated; default all): see ``harmonia.pipelines.ablation.VARIANTS``.
+Trailing ``key.sub=value`` arguments override the config for every variant (e.g. ``model.spec=...``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from harmonia.io import write_text_atomic
+from harmonia.pipelines.ablation import VARIANTS, ablation_markdown, choose_variants, run_ablation, variant_config
+from harmonia.pipelines.demo_config import demo_config_path
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=None, help="demo config file or preset (default: the TOFU demo)")
+    parser.add_argument("--steps", type=int, default=None, help="unlearning steps of every variant (default: config)")
+    names = ", ".join(v.name for v in VARIANTS)
+    parser.add_argument("--variants", default="", help=f"comma-separated subset of: {names}")
+    parser.add_argument("--eval-limit", type=int, default=None, help="at most N evaluation records per role")
+    parser.add_argument("--output-dir", default="runs/ablation", help="where unlearned models and results go")
+    parser.add_argument("-o", "--output", type=Path, default=Path("docs/ablations.md"), help="markdown to write")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every variant")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    variants = choose_variants([n.strip() for n in args.variants.split(",") if n.strip()])
+    path = demo_config_path(args.config)
+    overrides = [f"output_dir={args.output_dir}", *args.overrides]
+    if args.steps is not None:
+        overrides.append(f"unlearn.train.steps={args.steps}")
+    steps = variant_config(path, VARIANTS[0], overrides).unlearn.train.steps
+    assert steps is not None, "the demo's unlearning stage counts steps, not epochs"
+    results = run_ablation(path, variants, overrides=overrides, eval_limit=args.eval_limit)
+    command = "python scripts/ablation.py " + shlex.join(argv)
+    return write_text_atomic(args.output, ablation_markdown(results, variants, command=command, steps=steps))
+
+
+if __name__ == "__main__":
+    print(f"wrote {main()}")

@@ -1,0 +1,150 @@
+"""Ablations of the method's design choices, one toggle at a time, against a demo config.
+
+Every variant starts from the same cached target, trains with the same step budget and is
+evaluated on the same records (cached per model), so the rows of the table differ only by the
+toggled choice. A variant is either config overrides (``key.sub=value``, validated like the
+demo's) or a change of the unlearning records that the data build cannot express without also
+changing the target (raw text instead of QA; anchor links dropped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harmonia.config import load_config
+from harmonia.data.build import build_dataset
+from harmonia.data.config import DataConfig, TextSource
+from harmonia.data.schema import ROLES, QARecord
+from harmonia.errors import ConfigError
+from harmonia.evaluation.results import EvalResults
+from harmonia.io import write_text_atomic
+from harmonia.pipelines.demo import Log, cached_evaluation, load_demo_data, select, unlearn
+from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig
+from harmonia.pipelines.targets import prepare_model
+from harmonia.reports.tables import markdown_escape, markdown_table
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One toggled design choice: config ``overrides`` and/or a change of the unlearning records."""
+
+    name: str
+    change: str
+    overrides: tuple[str, ...] = ()
+    raw_text: bool = False
+    anchors: bool = True
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("base", "the demo config as it is"),
+    Variant("raw_text", "forget records as raw-text continuations instead of QA", raw_text=True),
+    Variant("no_anchors", "no forget/neighbour anchor pairs in the unlearning batches", anchors=False),
+    Variant("pull_only", "pull only: push weight 0", ("unlearn.method.params.push_weight=0",)),
+    Variant("k5", "Top-K with K = 5", ("unlearn.method.params.k=5",)),
+    Variant("k20", "Top-K with K = 20", ("unlearn.method.params.k=20",)),
+    Variant("no_prefill", "no prefill-augmented unlearning records", ("unlearn.records.prefilled={}",)),
+    Variant("teacher_instruction", "teacher mode: instruction", ("teacher.mode=instruction",)),
+    Variant("teacher_fewshot", "teacher mode: few-shot", ("teacher.mode=fewshot",)),
+    Variant("teacher_amplified", "teacher mode: amplified", ("teacher.mode=amplified",)),
+)
+
+
+def choose_variants(names: Sequence[str] | None) -> list[Variant]:
+    """The named variants in table order (all when ``names`` is empty)."""
+    if not names:
+        return list(VARIANTS)
+    known = {v.name: v for v in VARIANTS}
+    if unknown := [n for n in names if n not in known]:
+        raise ConfigError(f"unknown ablation variant(s) {unknown}; known: {', '.join(known)}")
+    return [v for v in VARIANTS if v.name in names]
+
+
+def variant_config(path: Path, variant: Variant, overrides: Sequence[str] = ()) -> DemoConfig:
+    """The demo config at ``path`` with the run's ``overrides``, then the variant's own."""
+    return load_config(DemoConfig, path, [*overrides, *variant.overrides])
+
+
+def raw_text_data(data: DataConfig, records: Sequence[QARecord], folder: Path) -> DataConfig:
+    """``data`` with its forget sources replaced by raw text: per forget group (entity), the gold
+    answers of its QA joined into one document, which the build cuts into "continue the passage"
+    records. The group is kept, so the teacher's scope still names the same entities."""
+    answers: dict[str, list[str]] = {}
+    for r in records:
+        if r.role == "forget" and not r.prefill:
+            answers.setdefault(r.group, []).append(r.answer.strip())
+    folder.mkdir(parents=True, exist_ok=True)
+    texts: list[TextSource] = []
+    for i, (group, parts) in enumerate(answers.items()):
+        path = write_text_atomic(folder / f"forget_{i}.txt", " ".join(parts) + "\n")
+        texts.append(TextSource(loader="text", name=f"raw_forget_{i}", role="forget", path=str(path),
+                                source="raw_text", group=group))
+    first = next(i for i, s in enumerate(data.sources) if s.role == "forget")
+    kept = [s for s in data.sources if s.role != "forget"]
+    return data.model_copy(update={"sources": [*kept[:first], *texts, *kept[first:]]})
+
+
+def without_anchors(records: Sequence[QARecord]) -> list[QARecord]:
+    """The records with every anchor link removed, so no pair is scheduled together or shown."""
+    return [r.model_copy(update={"anchor_id": None, "anchor_similarity": None,
+                                 "metadata": {k: v for k, v in r.metadata.items() if k != "anchor_of"}})
+            for r in records]
+
+
+def unlearning_records(cfg: DemoConfig, variant: Variant, records: Sequence[QARecord], tokenizer: object,
+                       folder: Path) -> list[QARecord]:
+    """The variant's unlearning records: the demo's selection, with raw-text forget records when toggled.
+
+    Only the forget records come from the raw-text build: its other records would differ too (the
+    openers drawn for prefilled neighbours follow one seeded stream over all records).
+    """
+    if variant.raw_text:
+        rebuilt = build_dataset(raw_text_data(cfg.data, records, folder), tokenizer=tokenizer)
+        records = [r for r in rebuilt if r.role == "forget"] + [r for r in records if r.role != "forget"]
+    chosen = select(records, cfg.unlearn.records)
+    return chosen if variant.anchors else without_anchors(chosen)
+
+
+def limit_per_role(records: Sequence[QARecord], limit: int | None, seed: int = 0) -> list[QARecord]:
+    """At most ``limit`` plain and ``limit`` prefilled records of each role (a seeded sample)."""
+    if limit is None:
+        return list(records)
+    sizes = dict.fromkeys(ROLES, limit)
+    return select(records, SelectionConfig(plain=sizes, prefilled=sizes, calibration=True, seed=seed))
+
+
+def run_ablation(path: Path, variants: Sequence[Variant], *, overrides: Sequence[str] = (),
+                 eval_limit: int | None = None, log: Log = print) -> list[EvalResults]:
+    """The target (cached), then per variant: unlearn with the shared budget, evaluate (cached)."""
+    base_cfg = variant_config(path, VARIANTS[0], overrides)
+    out = Path(base_cfg.output_dir)
+    data = load_demo_data(base_cfg, log)
+    target = prepare_model("target", data.base.path, data.records, base_cfg.teacher, base_cfg.target,
+                           data.base.tokenizer, scope=data.context.scope, log=log)
+    eval_records = limit_per_role(select(data.records, base_cfg.eval_records) + data.eval_extra, eval_limit)
+    results = [cached_evaluation(base_cfg, "target", target.model_dir, eval_records, None, log)]
+    for variant in variants:
+        log(f"== ablation {variant.name}: {variant.change}")
+        cfg = variant_config(path, variant, overrides)
+        train = unlearning_records(cfg, variant, data.records, data.base.tokenizer, out / variant.name / "raw_text")
+        model_dir = unlearn(cfg, cfg.unlearn.method, target.model_dir, train, out / variant.name, main=True)
+        results.append(cached_evaluation(cfg, variant.name, model_dir, eval_records, results[0], log))
+    return results
+
+
+def ablation_markdown(results: Sequence[EvalResults], variants: Sequence[Variant], *, command: str,
+                      steps: int) -> str:
+    """docs/ablations.md: what each variant toggles, then the measured table."""
+    rows = "\n".join(f"| {v.name} | {markdown_escape(v.change)} | {markdown_escape(' '.join(v.overrides)) or '-'} |"
+                     for v in variants)
+    return (
+        "# Ablations\n\n"
+        "Each row toggles one design choice of the method relative to the demo config; all rows start\n"
+        f"from the same target, train {steps} steps with the same batch and learning rate, and are\n"
+        "evaluated on the same records (objectives relative to the target row). Written by\n"
+        f"`scripts/ablation.py`; reproduce with:\n\n```\n{command}\n```\n\n"
+        "| variant | what changes | overrides |\n|:---|:---|:---|\n" + rows + "\n\n"
+        "## Results\n\n" + markdown_table(results)
+    )
+
