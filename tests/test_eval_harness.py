@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import re
 
@@ -14,7 +15,8 @@ from harmonia.evaluation.harness import evaluate, select_subsets
 from harmonia.evaluation.objectives import compute_objectives
 from harmonia.evaluation.results import AttackEntry, EvalResults, MetricEntry
 from harmonia.models import LoadedModel
-from test_eval_support import StubLM, forget_records, leaky_model, neighbor_records, token_ids
+from harmonia.reports import write_report
+from test_eval_support import FACTS, StubLM, forget_records, leaky_model, neighbor_records, token_ids
 
 
 def loaded(model, tokenizer) -> LoadedModel:
@@ -199,3 +201,23 @@ def test_results_do_not_depend_on_batch_sizes(tokenizer):
     for name, attack in one.attacks.items():
         assert attack.success_rate == many.attacks[name].success_rate, name
         assert attack.generations == many.attacks[name].generations, name
+
+
+def test_paraphrase_attack_results_make_a_report(tokenizer, tmp_path):
+    # TOFU perturbed-style data: every forget record carries a paraphrased question, one of them two.
+    records = forget_records()
+    first = records[0].metadata["paraphrased_question"]
+    records[0] = records[0].model_copy(
+        update={"metadata": {"paraphrased_question": [first, "Tell me the birthplace of Basil Mahfouz."]}})
+    cfg = quiet("metrics=[qa]", "attacks.prefill=null", "attacks.mcq_prefill=null", "attacks.relearn=null")
+    results = evaluate(loaded(leaky_model(tokenizer), tokenizer), records, cfg, name="para", out=tmp_path)
+    attack = results.attacks["paraphrase"]
+    ids = attack.details["example_ids"]["paraphrased_question"]
+    assert ids[:2] == ["forget/0", "forget/0"] and len(ids) == 3 == len(attack.per_example["paraphrased_question"])
+    assert attack.per_example["paraphrased_question"][0] == 1.0 and attack.per_example["paraphrased_question"][2] == 1.0
+    paths = write_report([EvalResults.load(tmp_path)], tmp_path / "report")
+    markdown = paths.markdown.read_text(encoding="utf-8")
+    assert "Attack 'paraphrase' succeeded (paraphrased_question)" in markdown
+    page = paths.html.read_text(encoding="utf-8")
+    for question in (first, FACTS[1][2]):  # each leaked row shows the rewording that was asked
+        assert question in markdown and html.escape(question) in page

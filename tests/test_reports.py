@@ -215,6 +215,23 @@ def test_attack_successes_use_strongest_setting() -> None:
     assert [(r.example_id, r.generation) for r in prefill.rows] == [("f0", "leak0"), ("f1", "leak1")]
 
 
+def test_attack_successes_read_the_per_setting_layout() -> None:
+    # Like the paraphrase attack: a setting probes only some records, one of them twice, and the
+    # asked questions sit per setting, aligned with details["example_ids"][setting].
+    run = alpha()
+    run.attacks["paraphrase"] = AttackEntry(
+        success_rate={"paraphrased_question": 2 / 3}, per_example={"paraphrased_question": [1.0, 0.0, 1.0]},
+        example_ids=["f0", "f1", "f2"], generations={"paraphrased_question": ["leak0", "held", "leak0b"]},
+        details={"example_ids": {"paraphrased_question": ["f0", "f2", "f0"]},
+                 "questions": {"paraphrased_question": ["p0", "p2", "p0b"]}})
+    table = {t.key: t for t in worst_cases(run)}["attack_paraphrase"]
+    assert [(r.example_id, r.question, r.generation) for r in table.rows] == [("f0", "p0", "leak0"),
+                                                                              ("f0", "p0b", "leak0b")]
+    run.attacks["paraphrase"].details["questions"]["paraphrased_question"] = ["p0"]
+    with pytest.raises(DataError, match=r"details\.questions\.paraphrased_question"):
+        worst_cases(run)
+
+
 # ---------------------------------------------------------------- plots
 
 def test_radar_one_polygon_per_run_with_objectives() -> None:

@@ -8,8 +8,11 @@ Where the texts are read from (all optional; a missing text shows as "not record
 - for a metric entry ``metrics["<metric>/<subset>"]``: its ``details`` lists ``"generations"``,
   ``"questions"`` and ``"golds"``, else ``EvalResults.generations["<metric>/<subset>"]`` or
   ``EvalResults.generations["<subset>"]``; each aligned with the entry's ``per_example``;
-- for an attack: ``AttackEntry.generations[<setting>]`` aligned with ``per_example[<setting>]``,
-  and ``details["questions"]`` / ``details["golds"]`` aligned with ``example_ids``.
+- for an attack, in the per-setting layout every attack shares (:mod:`harmonia.attacks.base`):
+  ``AttackEntry.generations[<setting>]``, ``details["questions"][<setting>]`` and
+  ``details["golds"][<setting>]``, each aligned with ``per_example[<setting>]`` and its ids
+  ``details["example_ids"][<setting>]`` (else ``example_ids``); a plain list in place of a
+  per-setting dict applies to every setting.
 
 A text list of the wrong length is a malformed results file and raises :class:`DataError`:
 pairing a generation with the wrong question would make the report lie.
@@ -69,6 +72,19 @@ def _ids(run: EvalResults, ids: list[str], n: int, field: str) -> list[str]:
         raise DataError(None, f"{len(ids)} example ids for {n} per-example values",
                         record=f"run '{run.name}'", field=field)
     return ids
+
+
+def _per_setting(value: Any, setting: str) -> Any:
+    """``value[setting]`` when ``value`` is a per-setting dict (None without the setting), else ``value``."""
+    return value.get(setting) if isinstance(value, dict) else value
+
+
+def _setting_texts(run: EvalResults, details: dict[str, Any], field: str, setting: str, n: int,
+                   base: str) -> list[str | None] | None:
+    """An attack's ``details[field]`` for one setting (see the module docstring), checked against ``n``."""
+    value = details.get(field)
+    path = f"{base}.details.{field}" + (f".{setting}" if isinstance(value, dict) else "")
+    return _text_list(run, _per_setting(value, setting), n, path)
 
 
 def metric_rows(run: EvalResults, key: str) -> list[ExampleRow]:
@@ -141,11 +157,15 @@ def attack_successes(run: EvalResults, *, threshold: float = DEFAULT_THRESHOLD,
         setting = max(settings, key=lambda s: (finite_or_none(attack.success_rate[s]) or 0.0, s))
         values = attack.per_example[setting]
         n = len(values)
-        ids = _ids(run, attack.example_ids, n, f"attacks.{name}.example_ids")
         base = f"attacks.{name}"
+        setting_ids = _per_setting(attack.details.get("example_ids"), setting)
+        if isinstance(setting_ids, list):
+            ids = _ids(run, setting_ids, n, f"{base}.details.example_ids.{setting}")
+        else:
+            ids = _ids(run, attack.example_ids, n, f"{base}.example_ids")
         generations = _text_list(run, attack.generations.get(setting), n, f"{base}.generations.{setting}")
-        questions = _text_list(run, attack.details.get("questions"), n, f"{base}.details.questions")
-        golds = _text_list(run, attack.details.get("golds"), n, f"{base}.details.golds")
+        questions = _setting_texts(run, attack.details, "questions", setting, n, base)
+        golds = _setting_texts(run, attack.details, "golds", setting, n, base)
         hits = [
             ExampleRow(ids[i], v, questions[i] if questions else None, golds[i] if golds else None,
                        generations[i] if generations else None)
