@@ -9,13 +9,13 @@ is a logits processor that keeps its own cache for the plain context.
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from harmonia.models.decoding import cache_argument, left_pad, positions, returned_cache
 from harmonia.progress import progress_bar
 
 
@@ -37,33 +37,6 @@ def amplify(z_instr: Tensor, z_plain: Tensor, alpha: float) -> Tensor:
     return z_instr + alpha * (z_instr - z_plain)
 
 
-def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: Any) -> tuple[Tensor, Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        if seq:
-            ids[row, width - len(seq) :] = torch.as_tensor(list(seq))
-            mask[row, width - len(seq) :] = 1
-    return ids.to(device), mask.to(device)
-
-
-def _positions(mask: Tensor) -> Tensor:
-    """Position ids of a left-padded batch: 0 at each row's first real token."""
-    return (mask.cumsum(dim=1) - 1).clamp(min=0)
-
-
-def _cache_argument(model: Any) -> str:
-    """Name of the KV-cache argument: ``cache`` in recent transformers, ``past_key_values`` before."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
-
-
-def _returned_cache(out: Any) -> Any:
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
 class AmplifyProcessor:
     """Logits processor: replaces the instructed logits by the amplified ones at every step.
 
@@ -79,11 +52,11 @@ class AmplifyProcessor:
         self.cache: Any = None
         self.last_pos: Tensor | None = None
         self.steps = 0
-        self.cache_arg = _cache_argument(model)
+        self.cache_arg = cache_argument(model)
 
     def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
         if self.cache is None:
-            pos = _positions(self.mask)
+            pos = positions(self.mask)
             out = self.model(input_ids=self.ids, attention_mask=self.mask, position_ids=pos, use_cache=True)
             self.last_pos = pos[:, -1:]
         else:
@@ -97,7 +70,7 @@ class AmplifyProcessor:
                 use_cache=True,
                 **{self.cache_arg: self.cache},
             )
-        self.cache = _returned_cache(out)
+        self.cache = returned_cache(out)
         self.steps += 1
         plain = out.logits[:, -1].to(scores.dtype)
         return amplify(scores, plain, self.alpha)
@@ -140,10 +113,10 @@ def greedy_ids(
     with progress_bar("teacher responses", total=len(prompts), enabled=progress) as advance:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, mask = _left_pad([encoded[i] for i in idx], pad, device)
+            ids, mask = left_pad([encoded[i] for i in idx], pad, device)
             processors = LogitsProcessorList()
             if plain is not None:
-                p_ids, p_mask = _left_pad([plain[i] for i in idx], pad, device)
+                p_ids, p_mask = left_pad([plain[i] for i in idx], pad, device)
                 processors.append(AmplifyProcessor(model, p_ids, p_mask, alpha))
             seqs = model.generate(
                 input_ids=ids,
