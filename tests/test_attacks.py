@@ -197,6 +197,13 @@ def test_relearning_recovers_held_out_answers_without_touching_the_model(tokeniz
         torch.testing.assert_close(value, before[name], msg=name)
 
 
+def test_relearning_on_a_leaky_model_already_succeeds_before_any_step(tokenizer):
+    # The random-model test above is the model that does not leak (steps=0 fails there).
+    attack = RelearnAttack(RelearnParams(steps=1, lr=1e-6, n_train=1, batch_size=1))
+    entry = attack.run(leaky_model(tokenizer), tokenizer, forget_records(), quiet_settings())
+    assert entry.success_rate["steps=0"] == 1.0
+
+
 def test_relearning_needs_two_records(tokenizer):
     entry = RelearnAttack().run(StubLM(len(tokenizer)), tokenizer, forget_records()[:1], quiet_settings())
     assert "at least 2" in entry.details["skipped"]
@@ -220,6 +227,16 @@ def test_mcq_prefill_reports_accuracy_with_and_without_the_opener(tokenizer):
     assert entry.success_rate == {"plain": 0.5, "opener/0": 0.25}
     assert entry.details["predicted"] == {"plain": [2, 2, 2, 2], "opener/0": [0, 0, 0, 0]}
     assert entry.details["chance"] == 0.25
+
+
+def test_mcq_prefill_succeeds_on_a_model_that_knows_and_fails_on_one_that_does_not(tokenizer):
+    records = [mcq(i, 2) for i in range(3)]  # every answer is C
+    knows = StubLM(len(tokenizer), favour=token_ids(tokenizer, "C") + token_ids(tokenizer, " C"))
+    assert MCQPrefillAttack().run(knows, tokenizer, records, quiet_settings()).success_rate == {
+        "plain": 1.0, "opener/0": 1.0}
+    # Uniform logits: every option ties and the first, A, is predicted.
+    ignorant = MCQPrefillAttack().run(StubLM(len(tokenizer)), tokenizer, records, quiet_settings())
+    assert ignorant.success_rate == {"plain": 0.0, "opener/0": 0.0}
 
 
 def test_mcq_prefill_skips_without_mcq_records(tokenizer):
