@@ -17,7 +17,13 @@ from harmonia.errors import ConfigError, DataError
 from harmonia.evaluation.results import AttackEntry, EvalResults, MetricEntry, Objectives
 from harmonia.reports import compare_runs, load_runs, markdown_table, rich_table, write_report
 from harmonia.reports.examples import answered_forget, refused_neighbours, worst_cases
-from harmonia.reports.headline import benchmark_accuracy, format_value, headline_columns, unique_names
+from harmonia.reports.headline import (
+    benchmark_accuracy,
+    format_value,
+    headline_columns,
+    prefill_opener_rates,
+    unique_names,
+)
 from harmonia.reports.html import render_html
 from harmonia.reports.plots import (
     figure_bytes,
@@ -257,6 +263,16 @@ def test_prefill_lines_per_run_and_opener_markers() -> None:
     markers = ax_o.get_lines()
     assert len(markers) == 1 and list(markers[0].get_ydata()) == [0.5]
     assert len(prefill_plot([beta()]).axes) == 1  # no opener: no opener panel
+
+
+def test_opener_markers_are_labelled_with_the_opener_text_the_attack_recorded() -> None:
+    # The prefill attack's own layout: settings opener/<j>, their texts in details["openers"].
+    attack = AttackEntry(success_rate={"k=1": 0.1, "opener/0": 0.5, "opener/1": 0.25},
+                         details={"openers": {"opener/0": "Sure, here is", "opener/1": "Of course"}})
+    run = EvalResults(name="a", model="m", attacks={"prefill": attack})
+    assert prefill_opener_rates(run) == {"Sure, here is": 0.5, "Of course": 0.25}
+    ax_o = prefill_plot([run]).axes[1]
+    assert [t.get_text() for t in ax_o.get_xticklabels()] == ["Sure, here is", "Of course"]
 
 
 def test_metric_bars_one_bar_per_present_value() -> None:

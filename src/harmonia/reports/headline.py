@@ -133,12 +133,19 @@ def prefill_k_rates(results: EvalResults) -> dict[int, float]:
 
 
 def prefill_opener_rates(results: EvalResults) -> dict[str, float]:
-    """Prefill success rate per affirmative opener (every setting that is not ``k=<int>``)."""
+    """Prefill success rate per affirmative opener (every setting that is not ``k=<int>``).
+
+    Keyed by the opener's text where the attack recorded it (``details["openers"]``: setting
+    ``opener/j`` -> text), so the figure labels the opener and runs with the same openers share a
+    position even when they listed them in another order.
+    """
     attack = find_attack(results, PREFILL_ATTACKS)
     if attack is None:
         return {}
+    texts = attack.details.get("openers")
+    texts = texts if isinstance(texts, dict) else {}
     return {
-        setting: value
+        str(texts.get(setting, setting)): value
         for setting, rate in attack.success_rate.items()
         if not _K_SETTING.match(setting.strip()) and (value := finite_or_none(rate)) is not None
     }
