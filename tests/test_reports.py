@@ -364,6 +364,21 @@ def test_write_report(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- compare
 
+def test_cli_compare_prints_the_table_and_writes_the_report(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from harmonia.cli.main import app
+
+    alpha().save(tmp_path / "run1" / "results.json")
+    beta().save(tmp_path / "beta.json")
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "run1"), str(tmp_path / "beta.json"),
+                                      "-o", str(tmp_path / "report")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "alpha" in result.output and "beta" in result.output
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "harmonia comparison" in page and page.count('<img src="data:image/png;base64,') == 4
+
+
 def test_compare_runs_from_dirs_and_files(tmp_path: Path) -> None:
     alpha().save(tmp_path / "run1" / "results.json")
     other = alpha().model_copy(update={"objectives": Objectives(combined=0.1)})
