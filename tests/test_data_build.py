@@ -39,7 +39,7 @@ def test_demo_builds_fast_with_every_role(demo):
     _, records, seconds = demo
     assert seconds < 60
     base = [r for r in records if "kind" not in r.metadata]
-    assert Counter(r.role for r in base) == {"forget": 40, "neighbor": 40, "retain": 200, "general": 157}
+    assert Counter(r.role for r in base) == {"forget": 40, "neighbor": 40, "retain": 800, "general": 157}
     assert len({r.id for r in records}) == len(records)
     authors = {
         role: {r.metadata.get("author_index") for r in base if r.role == role}
@@ -50,7 +50,10 @@ def test_demo_builds_fast_with_every_role(demo):
     retain = {
         r.metadata["author_index"] for r in base if r.role == "retain" and not r.metadata.get("calibration")
     }
-    assert calibration == set(range(180, 186)) and retain == set(range(192, 196))
+    assert calibration == set(range(150, 186)) and retain == set(range(192, 196))
+    # the wide calibration entities are not learned by the target first (in_target: false)
+    not_learned = {r.metadata["author_index"] for r in base if r.metadata.get("in_target") is False}
+    assert not_learned == set(range(150, 180))
     general = Counter(r.source for r in base if r.role == "general")
     assert general == {"mmlu": 40, "tofu": 117}
     for r in base:
@@ -94,8 +97,8 @@ def test_demo_is_deterministic_and_round_trips_through_inspect(demo, tokenizer, 
     path = write_records(tmp_path / "demo.jsonl", records)
     summary = inspect_dataset(path)
     assert summary.n_records == len(records) and summary.by_role["forget"] == 40 + 160
-    assert summary.by_kind == {"base": 437, "gold_prefix": 240, "opener": 80}
-    assert summary.n_anchored == 40 and summary.n_calibration == 120
+    assert summary.by_kind == {"base": 1037, "gold_prefix": 240, "opener": 80}
+    assert summary.n_anchored == 40 and summary.n_calibration == 720
     assert sum(c for _, _, c in summary.histogram) == len(records)
     console = Console(file=io.StringIO(), width=120)
     render_summary(summary, console)

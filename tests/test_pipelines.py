@@ -69,6 +69,11 @@ def test_reference_training_data_never_holds_forget_records(tokenizer):
     assert {r.role for r in target} == {"forget", "neighbor", "retain"} and not any(r.prefill for r in target)
     assert {r.role for r in reference} == {"neighbor", "retain"}
     assert len(reference) == len(target) - 3
+    unlearned = [rec(i, "retain") for i in range(3, 5)]
+    for r in unlearned:
+        r.metadata["in_target"] = False  # a calibration-only source: neither model learns it first
+    assert plain_training_records(records + unlearned, kind="target") == target
+    assert plain_training_records(records + unlearned, kind="reference") == reference
     scope = Scope(forget=("forget-author",), neighbor=("neighbor-author",))
     assert calibration_records(records, TeacherConfig(), tokenizer, scope=scope) == []  # calibration off
 

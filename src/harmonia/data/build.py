@@ -222,9 +222,11 @@ def _load_source(ctx: _Context, index: int) -> list[QARecord]:
         if src.max_tokens is not None:
             records = _short_records(records, src.max_tokens, ctx.tokenizer, label)
         records = _select(records, src, label, cfg.seed)
-    if src.calibration:
-        for record in records:
+    for record in records:
+        if src.calibration:
             record.metadata["calibration"] = True
+        if not src.in_target:
+            record.metadata["in_target"] = False
     return records
 
 

@@ -51,7 +51,10 @@ class _Source(_Strict):
     the first ones or a seeded random sample, drawn among the records of at most ``max_tokens``
     (question + prefill + answer after standardisation; a small model's preset can then keep a
     fixed number of short WMDP questions); ``calibration`` marks teacher-calibration data
-    (``metadata["calibration"] = True``), which must not overlap the evaluated entities."""
+    (``metadata["calibration"] = True``), which must not overlap the evaluated entities;
+    ``in_target: false`` keeps a source out of the target's knowledge stage
+    (``metadata["in_target"] = False``): calibration entities the model need not know first, which
+    widen calibration without retraining the target."""
 
     DEFAULT_PATH: ClassVar[str | None] = None
     TEXT: ClassVar[bool] = False
@@ -65,6 +68,7 @@ class _Source(_Strict):
         default=None, ge=1, description="keep only records this short (model tokens) before the limit is drawn"
     )
     calibration: bool = False
+    in_target: bool = Field(True, description="the target's and reference's knowledge stage trains on it")
 
     @property
     def is_text(self) -> bool:

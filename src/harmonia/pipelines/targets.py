@@ -47,9 +47,10 @@ class PreparedModel:
 
 
 def plain_training_records(records: Sequence[QARecord], *, kind: Kind) -> list[QARecord]:
-    """Plain QA of the trained entities; the reference never sees the forget records."""
+    """Plain QA of the trained entities; the reference never sees the forget records, and neither
+    model sees sources marked ``in_target: false`` (calibration-only entities)."""
     return [r for r in records if r.role in TRAINED_ROLES and not r.prefill and not r.is_mcq
-            and (kind == "target" or r.role != "forget")]
+            and r.metadata.get("in_target", True) and (kind == "target" or r.role != "forget")]
 
 
 def calibration_records(records: Sequence[QARecord], teacher: TeacherConfig, tokenizer: Any, *,
