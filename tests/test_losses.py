@@ -262,6 +262,15 @@ def test_pull_and_push_hand_values() -> None:
     assert hinge.pull.item() == approx(0.8125)
 
 
+def test_position_weights_multiply_each_positions_terms() -> None:
+    s, t = one_position()
+    s2, t2 = torch.cat([s, s]).detach().requires_grad_(), torch.cat([t, t])
+    out = topk_distill_sums(s2, t2, 2, push="smooth_l1", weights=torch.tensor([2.0, 0.5]))
+    assert out.pull.item() == approx(2.5 * 0.8125) and out.push.item() == approx(2.5 * 1.75)
+    with pytest.raises(ValueError, match="weights must be"):
+        topk_distill_sums(s2, t2, 2, weights=torch.ones(3))
+
+
 def test_smooth_l1_beta() -> None:
     s, t = one_position()
     out = topk_distill_sums(s, t, 2, beta=0.5)

@@ -22,7 +22,7 @@ from harmonia.methods.base import MethodContext, build_params, get_method
 from harmonia.methods.distill import Harmonia
 from harmonia.methods.losses import gather_positions
 from harmonia.models.tiny import build_tiny_model
-from harmonia.teacher.targets import distill_features, model_fingerprint, teacher_rows
+from harmonia.teacher.targets import distill_features, teacher_rows, weights_fingerprint
 from harmonia.training.batching import collate
 from harmonia.training.engine import Engine
 
@@ -112,6 +112,21 @@ def test_harmonia_loss_hand_values_with_prompt_and_padding_masked(push, push_for
     # the engine's normalisation: per role, sum / that role's positions, times the weight
     total = float(Engine._normalised(terms, units).detach())
     assert total == pytest.approx(2.0 * 0.75 / 2 + 1.0 * push_forget / 2 + 0.5 * 0.0625 / 1, abs=1e-5)
+
+
+def test_first_weight_scales_only_each_records_first_distilled_position():
+    batch, student, teacher = hand_batch()
+    # row 0 distils B (no loss) first, then A (pull 0.75, smooth_l1 push 2.25); row 1 only C
+    batch["input_ids"][0] = torch.tensor([0, 0, 2, 1])
+    batch["teacher_input_ids"][0] = torch.tensor([0, 0, 0, 2, 1])
+    plain = values(hand_method(teacher).loss(student, batch))
+    weighted = values(hand_method(teacher, first_weight=3.0).loss(student, batch))
+    assert plain == {"pull:forget": 0.75, "push:forget": 2.25, "pull:retain": 0.0625, "push:retain": 0.0}
+    # A is not first: unchanged; C is row 1's first position: 3 x 0.0625
+    assert weighted == {"pull:forget": 0.75, "push:forget": 2.25, "pull:retain": 0.1875, "push:retain": 0.0}
+    batch, student, teacher = hand_batch()  # A first again: its pull and push are tripled
+    assert values(hand_method(teacher, first_weight=3.0).loss(student, batch)) == {
+        "pull:forget": 2.25, "push:forget": 6.75, "pull:retain": 0.1875, "push:retain": 0.0}
 
 
 def test_unmasked_positions_would_change_the_loss():
@@ -376,12 +391,12 @@ def test_fingerprint_ignores_peft_wrapping_and_lora_weights(tokenizer):
     from peft import LoraConfig, get_peft_model
 
     base = build_tiny_model(tokenizer, seed=0)
-    plain = model_fingerprint(base)
+    plain = weights_fingerprint(base)
     wrapped = get_peft_model(
         build_tiny_model(tokenizer, seed=0), LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM")
     )
-    assert model_fingerprint(wrapped) == plain
-    assert model_fingerprint(build_tiny_model(tokenizer, seed=1)) != plain
+    assert weights_fingerprint(wrapped) == plain
+    assert weights_fingerprint(build_tiny_model(tokenizer, seed=1)) != plain
 
 
 def test_amplified_live_teacher_rows_by_hand(tokenizer, tiny_model, tmp_path):

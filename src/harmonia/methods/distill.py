@@ -104,6 +104,10 @@ class HarmoniaParams(DistillParams):
     push: PushVariant = "smooth_l1"
     margin: float = Field(0.0, description="hinge margin below the teacher's K-th logit")
     centre: bool = Field(False, description="subtract each model's mean logit over the teacher's Top-K")
+    first_weight: float = Field(
+        1.0, ge=0, description="weight of each record's first distilled position (where the student decides "
+        "to answer or decline; after a prefill, to continue or stop) relative to the others"
+    )
 
 
 class DuetParams(DistillParams):
@@ -172,7 +176,7 @@ class TeacherDistillation(Method):
         with self.ctx.reference_model() as teacher, eval_mode(teacher):
             if eval_records:
                 self._report(teacher, eval_records)
-            fingerprint = tt.model_fingerprint(teacher) if cache is not None else ""
+            fingerprint = tt.weights_fingerprint(teacher) if cache is not None else ""
             responses = None
             if "response" in spans:
                 responses = self._responses(teacher, records, cache, fingerprint)
@@ -310,6 +314,8 @@ class TeacherDistillation(Method):
                 f"{roles.shape[0]} student and {n_teacher} teacher positions: the examples' "
                 "distill masks are not aligned"
             )
+        # each record's first distilled position, in the same row-major order as the rows
+        first = (mask & (mask.cumsum(dim=1) == 1))[mask]
         terms: dict[str, Term] = {}
         for i, role in enumerate(ROLES):
             sel = roles == i
@@ -319,10 +325,13 @@ class TeacherDistillation(Method):
             # two); both selections are in row-major order, so they stay aligned with the teacher's
             student = gather_positions(logits, mask & (position_roles == i))
             part = TopK(teacher.ids[sel], teacher.values[sel]) if isinstance(teacher, TopK) else teacher[sel]
-            terms.update(self.role_terms(role, student, part, self.p.role_weights[role]))
+            terms.update(self.role_terms(role, student, part, self.p.role_weights[role], first[sel]))
         return terms
 
-    def role_terms(self, role: str, student: torch.Tensor, teacher: Teacher, weight: float) -> dict[str, Term]:
+    def role_terms(
+        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
+    ) -> dict[str, Term]:
+        """The loss terms of one role's positions; ``first [N]`` flags each record's first one."""
         raise NotImplementedError
 
 
@@ -348,11 +357,16 @@ class Harmonia(TeacherDistillation):
             )
             self.push = "hinge"
 
-    def role_terms(self, role: str, student: torch.Tensor, teacher: Teacher, weight: float) -> dict[str, Term]:
+    def role_terms(
+        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
+    ) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, HarmoniaParams)
+        # still normalised by the count of positions: first_weight > 1 adds to the loss, it does
+        # not take weight from the other positions
+        weights = None if p.first_weight == 1.0 else torch.where(first, p.first_weight, 1.0).to(student.device)
         sums = losses.topk_distill_sums(
-            student, teacher, p.k, beta=p.beta, push=self.push, margin=p.margin, centre=p.centre
+            student, teacher, p.k, beta=p.beta, push=self.push, margin=p.margin, centre=p.centre, weights=weights
         )
         terms = {f"pull:{role}": Term(sums.pull, f"positions:{role}", weight)}
         if p.push_weight > 0:
@@ -367,7 +381,9 @@ class Duet(TeacherDistillation):
     name = "duet"
     Params = DuetParams
 
-    def role_terms(self, role: str, student: torch.Tensor, teacher: Teacher, weight: float) -> dict[str, Term]:
+    def role_terms(
+        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
+    ) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, DuetParams)
         # the push sum is not used; 'hinge' is the variant that also works from the cache
@@ -382,7 +398,9 @@ class Bild(TeacherDistillation):
     name = "bild"
     Params = BildParams
 
-    def role_terms(self, role: str, student: torch.Tensor, teacher: Teacher, weight: float) -> dict[str, Term]:
+    def role_terms(
+        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
+    ) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, BildParams)
         if isinstance(teacher, TopK):

@@ -296,7 +296,7 @@ def _resolve_teacher(student: Tensor, teacher: Tensor | TopK, k: int | None) -> 
 
 def topk_distill_sums(student: Tensor, teacher: Tensor | TopK, k: int | None = None, *,
                       beta: float = 1.0, push: PushVariant = "smooth_l1", margin: float = 0.0,
-                      centre: bool = False) -> DistillSums:
+                      centre: bool = False, weights: Tensor | None = None) -> DistillSums:
     """Bidirectional Top-K logit distillation (arXiv 2604.15482; DUET, arXiv 2601.21283).
 
     ``student [N, V]`` are the student's logits at the N distilled positions (see
@@ -314,7 +314,8 @@ def topk_distill_sums(student: Tensor, teacher: Tensor | TopK, k: int | None = N
       would otherwise learn; each model's logits are first reduced by their mean over the
       teacher's Top-K ids (the same constants are used for push).
 
-    Returns the sums over positions of both terms. Gradients reach only ``student``.
+    Returns the sums over positions of both terms, each position's value multiplied by
+    ``weights [N]`` when given. Gradients reach only ``student``.
     """
     if student.dim() != 2:
         raise ValueError(f"student logits must be [N, V], got {tuple(student.shape)}")
@@ -334,8 +335,12 @@ def topk_distill_sums(student: Tensor, teacher: Tensor | TopK, k: int | None = N
     else:
         t_shift = s_shift = torch.zeros((), device=student.device)
 
+    if weights is None:
+        weights = torch.ones(student.shape[0], device=student.device)
+    elif weights.shape != student.shape[:1]:
+        raise ValueError(f"weights must be [N] = [{student.shape[0]}], got {tuple(weights.shape)}")
     pull = F.smooth_l1_loss(s_top - s_shift, t_top - t_shift, reduction="none", beta=beta)
-    pull_sum = pull.mean(dim=-1).sum()
+    pull_sum = (pull.mean(dim=-1) * weights).sum()
 
     # the student's Top-K is a selection, not a gradient path: pick ids on detached logits
     s_ids = torch.topk(student.detach(), k, dim=-1).indices
@@ -347,7 +352,7 @@ def topk_distill_sums(student: Tensor, teacher: Tensor | TopK, k: int | None = N
     else:
         threshold = t_top[:, -1:] - t_shift - margin
         per_id = F.relu(s_push - threshold)
-    push_sum = (per_id * outside).sum(dim=-1).div(k).sum()
+    push_sum = ((per_id * outside).sum(dim=-1).div(k) * weights).sum()
     return DistillSums(pull_sum, push_sum)
 
 

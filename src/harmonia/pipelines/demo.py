@@ -25,7 +25,7 @@ from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
 from harmonia.methods.base import build_params, get_method
 from harmonia.models import LoadedModel, load_model
 from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig
-from harmonia.pipelines.fingerprint import fingerprint, model_fingerprint
+from harmonia.pipelines.fingerprint import fingerprint, model_dir_fingerprint
 from harmonia.pipelines.targets import prepare_model
 from harmonia.teacher.context import TeacherContext, build_context, instructed_system_prompt
 from harmonia.teacher.report import check_separation, compute_teacher_report, format_report
@@ -170,7 +170,7 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
         roles = set(mix)
     usable = [r for r in records if r.role in roles]
     # A finished run with the same start weights, method, settings and records is reused.
-    key = fingerprint(model_fingerprint(start), method_cfg, params.get("teacher", {}), train, usable)[:16]
+    key = fingerprint(model_dir_fingerprint(start), method_cfg, params.get("teacher", {}), train, usable)[:16]
     key_file = run_dir / "unlearn_key.txt"
     if key_file.is_file() and key_file.read_text().strip() == key and (run_dir / "model" / "config.json").is_file():
         return run_dir / "model"
@@ -188,7 +188,7 @@ def cached_evaluation(cfg: DemoConfig, name: str, model_dir: Path, records: list
                       target: EvalResults | None, log: Log, *, eval_cfg: Any = None) -> EvalResults:
     """Evaluate a cached model once; reuse the results while model, records and settings match."""
     eval_cfg = eval_cfg or cfg.evaluation
-    key = fingerprint(model_fingerprint(model_dir), name, records, eval_cfg,
+    key = fingerprint(model_dir_fingerprint(model_dir), name, records, eval_cfg,
                       target.model_dump_json() if target is not None else "")[:16]
     path = harmonia_home() / "evaluations" / f"{key}.json"
     if path.is_file():

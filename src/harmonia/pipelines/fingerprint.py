@@ -9,10 +9,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from harmonia.config import TrainConfig
 from harmonia.data.schema import QARecord
+from harmonia.io import harmonia_home
 
 
-def model_fingerprint(path: str | Path) -> str:
+def model_dir_fingerprint(path: str | Path) -> str:
     """Identify a local model directory by its weight files' names, sizes and mtimes (cheap, no read)."""
     p = Path(path)
     if not p.is_dir():
@@ -20,6 +22,23 @@ def model_fingerprint(path: str | Path) -> str:
     parts = sorted(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
                    for f in p.iterdir() if f.suffix in {".safetensors", ".json", ".bin"})
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def weights_settings(train: TrainConfig) -> TrainConfig:
+    """The training settings that determine the weights: display, checkpointing and the output
+    folder do not, so they are normalised away before hashing."""
+    return train.model_copy(update={"output_dir": None, "progress": False, "log_every": 1,
+                                    "checkpoint_every": 0, "keep_checkpoints": 1})
+
+
+def cached_model_run(label: str, key: str) -> Path:
+    """The run folder of a cached fine-tuning under ``$HARMONIA_HOME/targets``."""
+    return harmonia_home() / "targets" / f"{label}-{key}"
+
+
+def finished_model(run_dir: Path) -> bool:
+    """Whether a run folder holds its final model (an interrupted run does not)."""
+    return (run_dir / "model" / "config.json").is_file()
 
 
 def fingerprint(*parts: Any) -> str:

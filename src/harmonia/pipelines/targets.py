@@ -19,9 +19,15 @@ from typing import Any, Literal
 
 from harmonia.config import TrainConfig
 from harmonia.data.schema import QARecord
-from harmonia.io import harmonia_home, write_json_atomic
+from harmonia.io import write_json_atomic
 from harmonia.methods.base import MethodParams
-from harmonia.pipelines.fingerprint import fingerprint, model_fingerprint
+from harmonia.pipelines.fingerprint import (
+    cached_model_run,
+    fingerprint,
+    finished_model,
+    model_dir_fingerprint,
+    weights_settings,
+)
 from harmonia.teacher.calibration import (
     InstructedSFT,
     build_calibration_records,
@@ -70,11 +76,9 @@ def _train_stage(stage: str, start: Path | str, train_records: list[QARecord], t
     from harmonia.models import load_model
 
     train = train.model_copy(update={"output_dir": None, "save": "merged"})
-    # Display settings do not change the weights, so they do not change the key.
-    key_train = train.model_copy(update={"progress": False, "log_every": 1})
-    key = fingerprint(model_fingerprint(start), stage, train_records, key_train)[:16]
-    run_dir = harmonia_home() / "targets" / f"{stage}-{key}"
-    if (run_dir / "model" / "config.json").is_file():
+    key = fingerprint(model_dir_fingerprint(start), stage, train_records, weights_settings(train))[:16]
+    run_dir = cached_model_run(stage, key)
+    if finished_model(run_dir):
         log(f"   {stage}: cached at {run_dir / 'model'}")
         return run_dir / "model", True, 0.0
     log(f"   {stage}: fine-tuning on {len(train_records)} records")

@@ -8,20 +8,25 @@ from typing import Any
 import yaml
 
 from harmonia.data.schema import QARecord
-from harmonia.io import harmonia_home, write_text_atomic
+from harmonia.io import write_text_atomic
 from harmonia.methods.base import build_params, get_method
 from harmonia.models import load_model
 from harmonia.pipelines.config import RunConfig
-from harmonia.pipelines.fingerprint import fingerprint, model_fingerprint
+from harmonia.pipelines.fingerprint import (
+    cached_model_run,
+    fingerprint,
+    finished_model,
+    model_dir_fingerprint,
+    weights_settings,
+)
 from harmonia.pipelines.records import load_run_records
 from harmonia.training.engine import Engine, TrainResult
 
 
 def target_key(cfg: RunConfig, records: list[QARecord], model_path: str) -> str:
     """Hash of what determines a fine-tuned target: base weights, data and training settings."""
-    train = cfg.train.model_copy(update={"output_dir": None, "progress": True, "log_every": 1,
-                                         "checkpoint_every": 0, "keep_checkpoints": 1})
-    return fingerprint(model_fingerprint(model_path), cfg.model, records, train, cfg.method)[:16]
+    return fingerprint(model_dir_fingerprint(model_path), cfg.model, records, weights_settings(cfg.train),
+                       cfg.method)[:16]
 
 
 def run_training(cfg: RunConfig, *, resume: bool = False, cache_targets: bool = False,
@@ -38,10 +43,10 @@ def run_training(cfg: RunConfig, *, resume: bool = False, cache_targets: bool = 
     if cfg.train.output_dir is not None:
         run_dir = Path(cfg.train.output_dir)
     elif cache_targets:
-        run_dir = harmonia_home() / "targets" / f"{cfg.name}-{target_key(cfg, records, loaded.path)}"
+        run_dir = cached_model_run(cfg.name, target_key(cfg, records, loaded.path))
     else:
         run_dir = Path("runs") / cfg.name
-    if cache_targets and (run_dir / "model" / "config.json").is_file() and not resume:
+    if cache_targets and finished_model(run_dir) and not resume:
         log(f"target already prepared: {run_dir / 'model'} (cached)")
         return TrainResult(run_dir=run_dir, steps=0, model_dir=run_dir / "model")
     run_dir.mkdir(parents=True, exist_ok=True)

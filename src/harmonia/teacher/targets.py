@@ -16,7 +16,7 @@ returns them aligned and in the same order on both sides.
 
 The cache holds the teacher's responses and its Top-K (ids and values, descending) per position,
 in safetensors files named by a hash of everything that determines them: the teacher's weights
-(:func:`model_fingerprint`), the token ids of every teacher and student input (which covers the
+(:func:`weights_fingerprint`), the token ids of every teacher and student input (which covers the
 records, the tokenizer, the chat template, the instruction and the demonstrations), and the
 settings (mode, alpha, response length, K). Any change gives a new key, so a stale entry is never
 read.
@@ -269,7 +269,7 @@ def _normalised_name(name: str) -> str:
 
 
 @torch.no_grad()
-def model_fingerprint(model: Any) -> str:
+def weights_fingerprint(model: Any) -> str:
     """A hash of a model's weights: per parameter its name, shape, dtype, sums and a strided sample.
 
     Cheap (one pass of sums, no full copy) and sensitive to any fine-tuning. LoRA adapter weights
