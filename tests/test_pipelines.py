@@ -115,3 +115,33 @@ def test_cli_lists_methods():
     assert result.exit_code == 0
     for name in ("harmonia", "duet", "bild", "npo", "simnpo", "rmu", "ga", "graddiff", "idkdpo", "refusal_sft"):
         assert name in result.output
+
+
+def test_demo_evaluations_are_reused_until_the_weights_change(tmp_path, monkeypatch):
+    import os
+
+    from harmonia.evaluation.results import EvalResults
+    from harmonia.pipelines import demo
+
+    monkeypatch.setenv("HARMONIA_HOME", str(tmp_path / "home"))
+    calls: list[str] = []
+
+    def fake_evaluate(model, records, cfg, *, name, reference=None, out=None):
+        calls.append(name)
+        result = EvalResults(name=name, model=model)
+        result.save(out)
+        return result
+
+    monkeypatch.setattr(demo, "evaluate", fake_evaluate)
+    cfg = load_config(DemoConfig, demo_config_path(None), [f"output_dir={tmp_path / 'run'}"])
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    weights = model_dir / "model.safetensors"
+    weights.write_bytes(b"0")
+    records = [rec(0, "forget")]
+    first = demo.cached_evaluation(cfg, "npo", model_dir, records, None, print)
+    assert demo.cached_evaluation(cfg, "npo", model_dir, records, None, print) == first
+    assert calls == ["npo"] and (tmp_path / "run" / "npo" / "results.json").is_file()
+    os.utime(weights, ns=(1, 1))  # a method trained again writes new weights
+    demo.cached_evaluation(cfg, "npo", model_dir, records, None, print)
+    assert calls == ["npo", "npo"]

@@ -47,7 +47,9 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("no_prefill", "no prefill-augmented unlearning records", ("unlearn.records.prefilled={}",)),
     Variant("teacher_instruction", "teacher mode: instruction", ("teacher.mode=instruction",)),
     Variant("teacher_fewshot", "teacher mode: few-shot", ("teacher.mode=fewshot",)),
-    Variant("teacher_amplified", "teacher mode: amplified", ("teacher.mode=amplified",)),
+    Variant("teacher_amplified", "teacher mode: amplified, alpha 3", ("teacher.mode=amplified", "teacher.alpha=3.0")),
+    Variant("first_weight3", "each record's first distilled position weighted 3x",
+            ("unlearn.method.params.first_weight=3.0",)),
 )
 
 

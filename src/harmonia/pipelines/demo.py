@@ -137,8 +137,8 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
                                              eval_records, target_results, log, eval_cfg=icu_cfg))
     for method, model_dir in models.items():
         with watch.stage(f"evaluate {method}"):
-            results.append(evaluate(str(model_dir), eval_records, cfg.evaluation, name=method,
-                                    reference=target_results, out=out / method))
+            # keyed by the unlearned weights too: a method trained again is evaluated again
+            results.append(cached_evaluation(cfg, method, model_dir, eval_records, target_results, log))
 
     from harmonia.reports.report import write_report
     from harmonia.reports.tables import markdown_table
@@ -186,7 +186,7 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
 
 def cached_evaluation(cfg: DemoConfig, name: str, model_dir: Path, records: list[QARecord],
                       target: EvalResults | None, log: Log, *, eval_cfg: Any = None) -> EvalResults:
-    """Evaluate a cached model once; reuse the results while model, records and settings match."""
+    """Evaluate a model once; reuse the results while its weights, the records and the settings match."""
     eval_cfg = eval_cfg or cfg.evaluation
     key = fingerprint(model_dir_fingerprint(model_dir), name, records, eval_cfg,
                       target.model_dump_json() if target is not None else "")[:16]
