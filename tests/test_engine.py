@@ -198,3 +198,14 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, tiny_model_dir):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+
+
+def test_one_process_trains_in_bf16_then_in_fp32(tokenizer, tmp_path):
+    # accelerate keeps one global precision per process; the engine starts each run afresh
+    from harmonia.models.tiny import build_tiny_model
+
+    for bf16 in (True, False):
+        engine = sft_engine(tokenizer, build_tiny_model(tokenizer, seed=0), tmp_path / str(bf16), bf16=bf16,
+                            steps=1, batch_size=2, micro_batch_size=2)
+        assert engine.accelerator.mixed_precision == ("bf16" if bf16 else "no")
+        assert engine.train(make_records(2)).steps == 1

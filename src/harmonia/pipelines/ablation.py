@@ -101,10 +101,13 @@ def unlearning_records(cfg: DemoConfig, variant: Variant, records: Sequence[QARe
     Only the forget records come from the raw-text build: its other records would differ too (the
     openers drawn for prefilled neighbours follow one seeded stream over all records).
     """
-    if variant.raw_text:
-        rebuilt = build_dataset(raw_text_data(cfg.data, records, folder), tokenizer=tokenizer)
-        records = [r for r in rebuilt if r.role == "forget"] + [r for r in records if r.role != "forget"]
     chosen = select(records, cfg.unlearn.records)
+    if variant.raw_text:
+        # the other roles keep the demo's own selection: selecting from the mixed list would draw
+        # them from a seeded stream that the raw forget pool's size has already moved
+        rebuilt = build_dataset(raw_text_data(cfg.data, records, folder), tokenizer=tokenizer)
+        forget = select([r for r in rebuilt if r.role == "forget"], cfg.unlearn.records)
+        chosen = [r for r in forget if r.role == "forget"] + [r for r in chosen if r.role != "forget"]
     return chosen if variant.anchors else without_anchors(chosen)
 
 

@@ -82,6 +82,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return max(ckpts, key=lambda p: int(p.name.removeprefix(CHECKPOINT_PREFIX)), default=None)
 
 
+def _fresh_accelerator_state() -> None:
+    """Forget the precision and accumulation settings of an earlier run in this process.
+
+    accelerate keeps one global state per process and refuses an ``Accelerator`` whose mixed
+    precision differs from the first one's, but one process may train several times: the demo's
+    stages, a relearning attack inside an evaluation after a bf16 unlearning run, the ablation.
+    The process group (``PartialState``) is kept, so this is safe under ``accelerate launch``.
+    """
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+
+
 class Engine:
     """Trains ``model`` with ``method`` on ``records``; writes everything under ``run_dir``."""
 
@@ -105,6 +119,7 @@ class Engine:
         # accelerate (and DeepSpeed) run the accumulation: no gradient sync until the last
         # micro-batch. On a CPU-only machine accelerate must be told so, or a multi-process
         # launch falls back to independent single processes instead of a gloo process group.
+        _fresh_accelerator_state()
         self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=cpu,
                                        gradient_accumulation_steps=self.micro_per_process)
         torch.manual_seed(cfg.seed)
