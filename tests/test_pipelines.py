@@ -145,3 +145,14 @@ def test_demo_evaluations_are_reused_until_the_weights_change(tmp_path, monkeypa
     os.utime(weights, ns=(1, 1))  # a method trained again writes new weights
     demo.cached_evaluation(cfg, "npo", model_dir, records, None, print)
     assert calls == ["npo", "npo"]
+
+
+def test_demo_config_rejects_a_method_that_cannot_take_its_prefilled_records():
+    from harmonia.errors import ConfigError
+    from harmonia.methods.base import list_methods
+    from harmonia.pipelines.demo_config import check_methods
+
+    with pytest.raises(ConfigError, match=r"baselines.duet.params.positions .*'prefill'"):
+        load_config(DemoConfig, demo_config_path(None), ["baselines.duet.params.positions=[first]"])
+    cfg = load_config(DemoConfig, demo_config_path(None), [])
+    check_methods(cfg, [m for m in list_methods() if m != "sft"])  # `harmonia demo --baselines all` can start

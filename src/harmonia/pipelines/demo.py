@@ -24,7 +24,7 @@ from harmonia.evaluation.results import EvalResults
 from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
 from harmonia.methods.base import build_params, get_method
 from harmonia.models import LoadedModel, load_model
-from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig
+from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig, check_methods
 from harmonia.pipelines.fingerprint import fingerprint, model_dir_fingerprint
 from harmonia.pipelines.targets import prepare_model
 from harmonia.teacher.context import TeacherContext, build_context, instructed_system_prompt
@@ -91,6 +91,7 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
     out.mkdir(parents=True, exist_ok=True)
     watch = Stopwatch(log)
     names = list(baselines if baselines is not None else cfg.run_baselines)
+    check_methods(cfg, names)
 
     with watch.stage("data"):
         data = load_demo_data(cfg, log)
@@ -116,7 +117,7 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
     train_records = select(records, cfg.unlearn.records)
     models: dict[str, Path] = {}
     runs = [(cfg.unlearn.method.name, cfg.unlearn.method)]
-    runs += [(label, cfg.baselines.get(label, MethodConfig(name=label))) for label in names]
+    runs += [(label, cfg.method_config(label)) for label in names]
     for label, method_cfg in runs:
         with watch.stage(f"unlearn {label}"):
             models[label] = unlearn(cfg, method_cfg, target.model_dir, train_records, out / label,

@@ -56,12 +56,27 @@ class DemoConfig(Section):
 
     @model_validator(mode="after")
     def _known_methods(self) -> DemoConfig:
-        from harmonia.methods.base import get_method
-
-        get_method(self.unlearn.method.name)  # raises ConfigError naming the known methods
-        for label in self.run_baselines:
-            get_method(self.baselines[label].name if label in self.baselines else label)
+        check_methods(self, self.run_baselines)
         return self
+
+    def method_config(self, label: str) -> MethodConfig:
+        """A baseline's method settings: its entry in ``baselines``, else the method of that name."""
+        return self.baselines.get(label, MethodConfig(name=label))
+
+
+def check_methods(cfg: DemoConfig, baselines: list[str]) -> None:
+    """Unknown methods, invalid params, and distillation methods that cannot take the prefilled
+    unlearning records fail before any stage runs (not after the first methods have trained)."""
+    from harmonia.methods.base import build_params, get_method
+    from harmonia.methods.distill import DistillParams
+
+    methods = {"unlearn.method": cfg.unlearn.method} | {f"baselines.{b}": cfg.method_config(b) for b in baselines}
+    prefilled = any(n is None or n > 0 for n in cfg.unlearn.records.prefilled.values())
+    for key, method in methods.items():
+        params = build_params(get_method(method.name), method.params)  # ConfigError naming what is wrong
+        if prefilled and isinstance(params, DistillParams) and "prefill" not in params.positions:
+            raise ConfigError(f"{key}.params.positions is {params.positions}, but unlearn.records.prefilled "
+                              "selects prefilled records; add 'prefill'")
 
 
 def demo_presets() -> list[str]:
