@@ -25,7 +25,7 @@ from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
 from harmonia.methods.base import build_params, get_method
 from harmonia.models import LoadedModel, load_model
 from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig, check_methods
-from harmonia.pipelines.fingerprint import fingerprint, model_dir_fingerprint
+from harmonia.pipelines.fingerprint import fingerprint, finished_model, model_dir_fingerprint
 from harmonia.pipelines.targets import prepare_model
 from harmonia.teacher.context import TeacherContext, build_context, instructed_system_prompt
 from harmonia.teacher.report import check_separation, compute_teacher_report, format_report
@@ -173,7 +173,7 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
     # A finished run with the same start weights, method, settings and records is reused.
     key = fingerprint(model_dir_fingerprint(start), method_cfg, params.get("teacher", {}), train, usable)[:16]
     key_file = run_dir / "unlearn_key.txt"
-    if key_file.is_file() and key_file.read_text().strip() == key and (run_dir / "model" / "config.json").is_file():
+    if key_file.is_file() and key_file.read_text().strip() == key and finished_model(run_dir):
         return run_dir / "model"
     model = load_model(str(start))
     # The teacher report was computed once for the demo (teacher_report.json), not again per method.
