@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from harmonia.data.anchors import drop_anchor_links
 from harmonia.data.build import build_dataset
 from harmonia.data.schema import QARecord
 from harmonia.errors import ConfigError
@@ -19,7 +20,6 @@ from harmonia.pipelines.ablation import (
     raw_text_data,
     unlearning_records,
     variant_config,
-    without_anchors,
 )
 from harmonia.pipelines.demo_config import demo_config_path
 
@@ -56,7 +56,7 @@ def demo_records(tokenizer) -> list[QARecord]:
 
 def test_no_anchors_removes_links_and_nothing_else(demo_records):
     assert any(r.anchor_id for r in demo_records)
-    stripped = without_anchors(demo_records)
+    stripped = drop_anchor_links(demo_records)
     assert not any(r.anchor_id or r.anchor_similarity is not None or "anchor_of" in r.metadata for r in stripped)
     assert [(r.id, r.question, r.answer, r.prefill) for r in stripped] == \
         [(r.id, r.question, r.answer, r.prefill) for r in demo_records]

@@ -209,3 +209,20 @@ def test_one_process_trains_in_bf16_then_in_fp32(tokenizer, tmp_path):
                             steps=1, batch_size=2, micro_batch_size=2)
         assert engine.accelerator.mixed_precision == ("bf16" if bf16 else "no")
         assert engine.train(make_records(2)).steps == 1
+
+
+def test_micro_batches_group_records_by_length():
+    from harmonia.training.engine import split_micro_batches
+
+    chunks = split_micro_batches([300, 20, 25, 310, 22, 30, 24], 2)
+    assert chunks == [[1, 4, 6, 2], [5, 0, 3]]  # the two long records pad one micro-batch, not both
+    assert sorted(i for c in chunks for i in c) == list(range(7))
+    assert [len(c) for c in split_micro_batches([5] * 5, 3)] == [2, 2, 1]
+
+
+def test_a_fresh_run_in_a_used_folder_starts_a_fresh_log(tokenizer, tiny_model, tmp_path):
+    for _ in range(2):
+        sft_engine(tokenizer, tiny_model, tmp_path, steps=2).train(make_records(8))
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [e.get("event") for e in log] == ["start", None, None]
+    assert [e["step"] for e in log[1:]] == [1, 2]

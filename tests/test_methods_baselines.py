@@ -49,9 +49,10 @@ class FixedLogits(torch.nn.Module):
         self.rows = rows
         self.scale = torch.nn.Parameter(torch.ones(()))  # a gradient path, like a real model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False) -> Any:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False,
+                logits_to_keep: int = 0) -> Any:
         logits = torch.stack([self.rows[tuple(r.tolist())] for r in input_ids]) * self.scale
-        return SimpleNamespace(logits=logits)
+        return SimpleNamespace(logits=logits[:, -logits_to_keep:])  # transformers' semantics: 0 keeps all
 
 
 class FixedActivations(torch.nn.Module):
@@ -498,3 +499,22 @@ def test_rmu_steers_forget_activations_training_named_weights(tiny_model, tokeni
     assert gain > 0.5 * moved > 0.005
     changed = {n for n, p in engine.model.named_parameters() if not torch.equal(p.detach(), start[n])}
     assert changed == {"model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"}
+
+
+def test_trimmed_logits_score_exactly_what_the_full_sequences_score(tiny_model, tokenizer) -> None:
+    """The vocabulary projection skips the prompt columns no loss reads; the scores are unchanged."""
+    from harmonia.methods.base import masked_logits, target_logits
+
+    ctx = MethodContext(tokenizer=tokenizer, max_length=64)
+    records = FORGET_RECORDS[:2] + RETAIN_RECORDS[:2]
+    batch = collate([encode_qa(r, ctx) for r in records])
+    with torch.no_grad():
+        full = causal_lm_logits(tiny_model, batch)
+        trimmed, labels = target_logits(tiny_model, batch)
+        mask = batch["labels"] != losses.IGNORE_INDEX
+        rows, trimmed_mask = masked_logits(tiny_model, batch, mask)
+    assert trimmed.shape[1] < full.shape[1]  # the shared prompt prefix was skipped
+    torch.testing.assert_close(losses.sequence_logprob(trimmed, labels),
+                               losses.sequence_logprob(full, batch["labels"]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(losses.gather_positions(rows, trimmed_mask), losses.gather_positions(full, mask),
+                               rtol=1e-5, atol=1e-5)

@@ -149,10 +149,37 @@ def test_demo_evaluations_are_reused_until_the_weights_change(tmp_path, monkeypa
 
 def test_demo_config_rejects_a_method_that_cannot_take_its_prefilled_records():
     from harmonia.errors import ConfigError
-    from harmonia.methods.base import list_methods
-    from harmonia.pipelines.demo_config import check_methods
+    from harmonia.pipelines.demo_config import all_baselines, check_methods
 
     with pytest.raises(ConfigError, match=r"baselines.duet.params.positions .*'prefill'"):
         load_config(DemoConfig, demo_config_path(None), ["baselines.duet.params.positions=[first]"])
     cfg = load_config(DemoConfig, demo_config_path(None), [])
-    check_methods(cfg, [m for m in list_methods() if m != "sft"])  # `harmonia demo --baselines all` can start
+    everything = all_baselines(cfg)  # `harmonia demo --baselines all`
+    assert everything[:3] == ["npo", "simnpo", "duet"]  # the configured labels, once each
+    assert "npo_retain" not in everything and "harmonia" not in everything and "sft" not in everything
+    assert {"ga", "graddiff", "rmu", "refusal_sft", "idkdpo", "bild"} <= set(everything)
+    check_methods(cfg, everything)  # all of them can start
+
+
+def test_demo_never_evaluates_neighbour_or_retain_questions_it_unlearns_on(tokenizer):
+    from harmonia.data.build import build_dataset
+    from harmonia.data.split import split_heldout
+
+    cfg = load_config(DemoConfig, demo_config_path(None), [])
+    records = build_dataset(cfg.data, tokenizer=tokenizer)
+    split = split_heldout(records, cfg.heldout, seed=cfg.heldout_seed, anchor_method=cfg.data.anchors.method)
+    trained = select(split.train, cfg.unlearn.records)
+    evaluated = select(split.evaluation, cfg.eval_records)
+
+    def questions(rs, role):  # a prefilled copy asks its parent's question
+        return {r.metadata.get("parent_id", r.id) for r in rs if r.role == role}
+
+    for role in ("neighbor", "retain"):
+        assert questions(evaluated, role) and not questions(trained, role) & questions(evaluated, role)
+    assert questions(evaluated, "neighbor") == {r.id for r in records if r.id in split.heldout_ids
+                                                and r.role == "neighbor" and not r.prefill}
+    assert questions(evaluated, "forget") == questions(trained, "forget")  # the forget set is what is unlearned
+    anchored = [r for r in trained if r.role == "forget" and not r.prefill]
+    assert anchored and all(r.anchor_id in {t.id for t in trained} for r in anchored)
+    # the target still learns every question, held out or not
+    assert split.heldout_ids & {r.id for r in plain_training_records(records, kind="target")}

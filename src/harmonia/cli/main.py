@@ -142,15 +142,14 @@ def demo(config: Annotated[str | None, typer.Option(
     """The whole mission on the embedded model: target, teacher, unlearning, baselines, evaluation."""
     _quiet_libraries()
     from harmonia.config import load_config
-    from harmonia.methods.base import list_methods
     from harmonia.pipelines.demo import run_demo
-    from harmonia.pipelines.demo_config import DemoConfig, demo_config_path
+    from harmonia.pipelines.demo_config import DemoConfig, all_baselines, demo_config_path
     from harmonia.reports.tables import rich_table
 
     cfg = load_config(DemoConfig, demo_config_path(config), overrides or [])
     chosen = None
     if baselines == "all":
-        chosen = [m for m in list_methods() if m not in {cfg.unlearn.method.name, "sft"}]
+        chosen = all_baselines(cfg)
     elif baselines:
         chosen = [b.strip() for b in baselines.split(",") if b.strip()]
     result = run_demo(cfg, baselines=chosen, log=console.print)

@@ -123,3 +123,11 @@ def pair_anchors(records: Sequence[QARecord], *, method: AnchorMethod = "auto") 
         rec.metadata["anchor_of"] = [records[forget[f]].id for _, f in links]
         rec.metadata["anchor_method"] = chosen
     return out
+
+
+def drop_anchor_links(records: Sequence[QARecord]) -> list[QARecord]:
+    """Copies of ``records`` with every anchor link (and back-link) removed."""
+    return [r.model_copy(update={"anchor_id": None, "anchor_similarity": None,
+                                 "metadata": {k: v for k, v in r.metadata.items()
+                                              if k not in ("anchor_of", "anchor_method")}})
+            for r in records]

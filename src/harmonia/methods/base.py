@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from harmonia.data.schema import ROLES, QARecord, Role
 from harmonia.errors import ConfigError
+from harmonia.methods.losses import IGNORE_INDEX
 
 Example = dict[str, Any]
 """Per-example features: token-aligned lists (``input_ids``, ``labels``, ...) and scalars."""
@@ -154,8 +155,39 @@ def select_rows(batch: dict[str, torch.Tensor], role: str) -> dict[str, torch.Te
     return {k: v[rows] for k, v in batch.items()}
 
 
-def causal_lm_logits(model: Any, batch: dict[str, torch.Tensor], prefix: str = "") -> torch.Tensor:
-    """Logits of ``{prefix}input_ids`` under ``{prefix}attention_mask``."""
-    out = model(input_ids=batch[f"{prefix}input_ids"], attention_mask=batch[f"{prefix}attention_mask"],
-                use_cache=False)
-    return out.logits
+def causal_lm_logits(model: Any, batch: dict[str, torch.Tensor], prefix: str = "", *,
+                     from_column: int = 0) -> torch.Tensor:
+    """Logits ``[B, T - from_column, V]`` of ``{prefix}input_ids`` under ``{prefix}attention_mask``,
+    for the columns from ``from_column`` on.
+
+    The model projects only those columns onto the vocabulary (transformers' ``logits_to_keep``):
+    a prompt the loss never reads (the teacher's instruction, an MMLU question) then costs no
+    vocabulary projection, the largest matmul of a small model, and no ``[B, T, V]`` buffer.
+    """
+    ids = batch[f"{prefix}input_ids"]
+    keep = ids.shape[1] - from_column
+    extra = {"logits_to_keep": keep} if from_column > 0 else {}
+    out = model(input_ids=ids, attention_mask=batch[f"{prefix}attention_mask"], use_cache=False, **extra)
+    return out.logits[:, -keep:]
+
+
+def first_column(mask: torch.Tensor) -> int:
+    """The first column that any row of ``mask [B, T]`` marks (``T - 1`` when none does)."""
+    columns = mask.any(dim=0).nonzero()
+    return int(columns[0]) if columns.numel() else mask.shape[1] - 1
+
+
+def target_logits(model: Any, rows: dict[str, torch.Tensor], prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, labels)`` of ``{prefix}labels``' sequences from the column before their first target
+    token on (see :func:`causal_lm_logits`); once shifted they pair exactly as the full sequences do."""
+    labels = rows[f"{prefix}labels"]
+    start = max(first_column(labels != IGNORE_INDEX) - 1, 0)
+    return causal_lm_logits(model, rows, prefix, from_column=start), labels[:, start:]
+
+
+def masked_logits(model: Any, batch: dict[str, torch.Tensor], mask: torch.Tensor,
+                  prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, mask)`` from the first column ``mask`` marks on: the rows
+    ``gather_positions(logits, mask)`` reads are those of the full sequences."""
+    start = first_column(mask)
+    return causal_lm_logits(model, batch, prefix, from_column=start), mask[:, start:]

@@ -46,7 +46,7 @@ from harmonia.methods.base import (
     MethodContext,
     MethodParams,
     Term,
-    causal_lm_logits,
+    masked_logits,
     register_method,
 )
 from harmonia.methods.losses import PushVariant, TopK, gather_positions
@@ -303,8 +303,7 @@ class TeacherDistillation(Method):
             return tt.teacher_rows(model, batch, self.alpha).detach()
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Term]:
-        mask = batch["distill_mask"].bool()
-        logits = causal_lm_logits(model, batch)
+        logits, mask = masked_logits(model, batch, batch["distill_mask"].bool())
         position_roles = batch["role_id"].unsqueeze(1).expand_as(mask)
         roles = position_roles[mask]
         teacher = self.teacher(batch)

@@ -23,8 +23,8 @@ from harmonia.methods.base import (
     Method,
     MethodParams,
     Term,
-    causal_lm_logits,
     label_units,
+    target_logits,
 )
 from harmonia.methods.encoding import encode_qa, with_role
 
@@ -134,7 +134,7 @@ class ForgetRetainMethod(Method):
 
     def retain_sum(self, model: Any, rows: Batch) -> torch.Tensor:
         """The retain term's sum over ``retain_unit``: answer NLL of the retain rows."""
-        return losses.nll_sum(causal_lm_logits(model, rows), rows["labels"])
+        return losses.nll_sum(*target_logits(model, rows))
 
 
 def _term(model: Any, batch: Batch, roles: tuple[str, ...], fn: Callable[[Any, Batch], torch.Tensor],

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 import torch
 
 from harmonia.methods import losses
-from harmonia.methods.base import causal_lm_logits, register_method
+from harmonia.methods.base import register_method, target_logits
 from harmonia.methods.forget_retain import Batch, ForgetParams, ForgetRetainMethod
 
 
@@ -28,4 +28,4 @@ class GradientAscent(ForgetRetainMethod):
     forget_unit = "tokens:forget"
 
     def forget_sum(self, model: Any, rows: Batch) -> torch.Tensor:
-        return -losses.nll_sum(causal_lm_logits(model, rows), rows["labels"])
+        return -losses.nll_sum(*target_logits(model, rows))

@@ -13,7 +13,7 @@ import torch
 
 from harmonia.data.schema import ROLES
 from harmonia.methods import losses
-from harmonia.methods.base import causal_lm_logits, register_method
+from harmonia.methods.base import register_method, target_logits
 from harmonia.methods.forget_retain import Batch, RetainParams
 from harmonia.methods.ga import GradientAscent
 
@@ -37,7 +37,7 @@ class GradDiffKL(GradDiff):
     retain_name = "retain_kl"
 
     def retain_sum(self, model: Any, rows: Batch) -> torch.Tensor:
-        logits = causal_lm_logits(model, rows)
+        logits, labels = target_logits(model, rows)
         with self.ctx.reference_model() as reference:
-            ref_logits = causal_lm_logits(reference, rows)
-        return losses.kl_sum(logits, ref_logits, rows["labels"])
+            ref_logits, _ = target_logits(reference, rows)
+        return losses.kl_sum(logits, ref_logits, labels)

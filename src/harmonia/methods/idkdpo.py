@@ -18,7 +18,7 @@ from pydantic import Field
 
 from harmonia.data.schema import ROLES, QARecord
 from harmonia.methods import losses
-from harmonia.methods.base import Example, MethodContext, MethodParams, causal_lm_logits, register_method
+from harmonia.methods.base import Example, MethodContext, MethodParams, register_method, target_logits
 from harmonia.methods.encoding import encode_qa
 from harmonia.methods.forget_retain import Batch, ForgetRetainMethod
 from harmonia.methods.refusals import RefusalParams, load_refusals, pick_refusal
@@ -69,11 +69,10 @@ class IdkDPO(ForgetRetainMethod):
     def forget_sum(self, model: Any, rows: Batch) -> torch.Tensor:
         p = self.params
         assert isinstance(p, IdkDPOParams)
-        chosen = losses.sequence_logprob(causal_lm_logits(model, rows, CHOSEN), rows[f"{CHOSEN}labels"])
-        rejected = losses.sequence_logprob(causal_lm_logits(model, rows), rows["labels"])
+        chosen = losses.sequence_logprob(*target_logits(model, rows, CHOSEN))
+        rejected = losses.sequence_logprob(*target_logits(model, rows))
         with self.ctx.reference_model() as reference:
-            ref_chosen = losses.sequence_logprob(causal_lm_logits(reference, rows, CHOSEN),
-                                                 rows[f"{CHOSEN}labels"])
-            ref_rejected = losses.sequence_logprob(causal_lm_logits(reference, rows), rows["labels"])
+            ref_chosen = losses.sequence_logprob(*target_logits(reference, rows, CHOSEN))
+            ref_rejected = losses.sequence_logprob(*target_logits(reference, rows))
         return losses.dpo_sum(chosen, rejected, ref_chosen, ref_rejected, beta=p.beta,
                               valid=valid_pairs(rows))

@@ -15,7 +15,7 @@ from pydantic import Field
 
 from harmonia.data.schema import ROLES
 from harmonia.methods import losses
-from harmonia.methods.base import causal_lm_logits, register_method
+from harmonia.methods.base import register_method, target_logits
 from harmonia.methods.forget_retain import Batch, ForgetParams, ForgetRetainMethod, RetainParams
 
 
@@ -42,11 +42,10 @@ class NPO(ForgetRetainMethod):
     def forget_sum(self, model: Any, rows: Batch) -> torch.Tensor:
         p = self.params
         assert isinstance(p, NPOParams)
-        labels = rows["labels"]
-        policy = losses.sequence_logprob(causal_lm_logits(model, rows), labels)
+        policy = losses.sequence_logprob(*target_logits(model, rows))
         with self.ctx.reference_model() as reference:
-            ref = losses.sequence_logprob(causal_lm_logits(reference, rows), labels)
-        return losses.npo_sum(policy, ref, beta=p.beta, valid=losses.sequence_mask(labels))
+            ref = losses.sequence_logprob(*target_logits(reference, rows))
+        return losses.npo_sum(policy, ref, beta=p.beta, valid=losses.sequence_mask(rows["labels"]))
 
 
 @register_method

@@ -13,7 +13,7 @@ import torch
 
 from harmonia.data.schema import ROLES, QARecord
 from harmonia.methods import losses
-from harmonia.methods.base import Example, MethodContext, MethodParams, causal_lm_logits, register_method
+from harmonia.methods.base import Example, MethodContext, MethodParams, register_method, target_logits
 from harmonia.methods.encoding import encode_qa
 from harmonia.methods.forget_retain import Batch, ForgetRetainMethod
 from harmonia.methods.refusals import RefusalParams, load_refusals, pick_refusal
@@ -41,4 +41,4 @@ class RefusalSFT(ForgetRetainMethod):
         return encode_qa(record, self.ctx)
 
     def forget_sum(self, model: Any, rows: Batch) -> torch.Tensor:
-        return losses.nll_sum(causal_lm_logits(model, rows), rows["labels"])
+        return losses.nll_sum(*target_logits(model, rows))

@@ -8,7 +8,7 @@ import torch
 
 from harmonia.data.schema import QARecord
 from harmonia.methods import losses
-from harmonia.methods.base import Example, Method, Term, causal_lm_logits, register_method
+from harmonia.methods.base import Example, Method, Term, register_method, target_logits
 from harmonia.methods.encoding import encode_qa, with_role
 
 
@@ -22,5 +22,4 @@ class SFT(Method):
         return with_role(encode_qa(record, self.ctx), record)
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Term]:
-        logits = causal_lm_logits(model, batch)
-        return {"nll": Term(losses.nll_sum(logits, batch["labels"]), unit="tokens")}
+        return {"nll": Term(losses.nll_sum(*target_logits(model, batch)), unit="tokens")}

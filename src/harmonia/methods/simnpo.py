@@ -17,7 +17,7 @@ from pydantic import Field
 
 from harmonia.data.schema import ROLES
 from harmonia.methods import losses
-from harmonia.methods.base import causal_lm_logits, register_method
+from harmonia.methods.base import register_method, target_logits
 from harmonia.methods.forget_retain import Batch, ForgetRetainMethod, RetainParams
 
 
@@ -41,6 +41,5 @@ class SimNPO(ForgetRetainMethod):
     def forget_sum(self, model: Any, rows: Batch) -> torch.Tensor:
         p = self.params
         assert isinstance(p, SimNPOParams)
-        labels = rows["labels"]
-        avg = losses.sequence_avg_logprob(causal_lm_logits(model, rows), labels)
-        return losses.simnpo_sum(avg, beta=p.beta, gamma=p.gamma, valid=losses.sequence_mask(labels))
+        avg = losses.sequence_avg_logprob(*target_logits(model, rows))
+        return losses.simnpo_sum(avg, beta=p.beta, gamma=p.gamma, valid=losses.sequence_mask(rows["labels"]))

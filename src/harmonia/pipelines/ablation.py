@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harmonia.config import load_config
+from harmonia.data.anchors import drop_anchor_links
 from harmonia.data.build import build_dataset
 from harmonia.data.config import DataConfig, TextSource
 from harmonia.data.schema import ROLES, QARecord
@@ -48,8 +49,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("teacher_instruction", "teacher mode: instruction", ("teacher.mode=instruction",)),
     Variant("teacher_fewshot", "teacher mode: few-shot", ("teacher.mode=fewshot",)),
     Variant("teacher_amplified", "teacher mode: amplified, alpha 3", ("teacher.mode=amplified", "teacher.alpha=3.0")),
-    Variant("first_weight3", "each record's first distilled position weighted 3x",
-            ("unlearn.method.params.first_weight=3.0",)),
+    Variant("first_weight1", "no extra weight on each record's first distilled position (the demo: 5x)",
+            ("unlearn.method.params.first_weight=1.0",)),
 )
 
 
@@ -87,13 +88,6 @@ def raw_text_data(data: DataConfig, records: Sequence[QARecord], folder: Path) -
     return data.model_copy(update={"sources": [*kept[:first], *texts, *kept[first:]]})
 
 
-def without_anchors(records: Sequence[QARecord]) -> list[QARecord]:
-    """The records with every anchor link removed, so no pair is scheduled together or shown."""
-    return [r.model_copy(update={"anchor_id": None, "anchor_similarity": None,
-                                 "metadata": {k: v for k, v in r.metadata.items() if k != "anchor_of"}})
-            for r in records]
-
-
 def unlearning_records(cfg: DemoConfig, variant: Variant, records: Sequence[QARecord], tokenizer: object,
                        folder: Path) -> list[QARecord]:
     """The variant's unlearning records: the demo's selection, with raw-text forget records when toggled.
@@ -108,7 +102,7 @@ def unlearning_records(cfg: DemoConfig, variant: Variant, records: Sequence[QARe
         rebuilt = build_dataset(raw_text_data(cfg.data, records, folder), tokenizer=tokenizer)
         forget = select([r for r in rebuilt if r.role == "forget"], cfg.unlearn.records)
         chosen = [r for r in forget if r.role == "forget"] + [r for r in chosen if r.role != "forget"]
-    return chosen if variant.anchors else without_anchors(chosen)
+    return chosen if variant.anchors else drop_anchor_links(chosen)
 
 
 def limit_per_role(records: Sequence[QARecord], limit: int | None, seed: int = 0) -> list[QARecord]:
@@ -127,12 +121,12 @@ def run_ablation(path: Path, variants: Sequence[Variant], *, overrides: Sequence
     data = load_demo_data(base_cfg, log)
     target = prepare_model("target", data.base.path, data.records, base_cfg.teacher, base_cfg.target,
                            data.base.tokenizer, scope=data.context.scope, log=log)
-    eval_records = limit_per_role(select(data.records, base_cfg.eval_records) + data.eval_extra, eval_limit)
+    eval_records = limit_per_role(select(data.evaluation, base_cfg.eval_records) + data.eval_extra, eval_limit)
     results = [cached_evaluation(base_cfg, "target", target.model_dir, eval_records, None, log)]
     for variant in variants:
         log(f"== ablation {variant.name}: {variant.change}")
         cfg = variant_config(path, variant, overrides)
-        train = unlearning_records(cfg, variant, data.records, data.base.tokenizer, out / variant.name / "raw_text")
+        train = unlearning_records(cfg, variant, data.train, data.base.tokenizer, out / variant.name / "raw_text")
         model_dir = unlearn(cfg, cfg.unlearn.method, target.model_dir, train, out / variant.name, main=True)
         results.append(cached_evaluation(cfg, variant.name, model_dir, eval_records, results[0], log))
     return results

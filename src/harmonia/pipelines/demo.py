@@ -19,6 +19,7 @@ from typing import Any
 from harmonia.config import MethodConfig
 from harmonia.data.build import build_dataset
 from harmonia.data.schema import ROLES, QARecord
+from harmonia.data.split import split_heldout
 from harmonia.evaluation.harness import evaluate
 from harmonia.evaluation.results import EvalResults
 from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
@@ -70,20 +71,29 @@ class Stopwatch:
 
 @dataclass
 class DemoData:
+    """``records``: everything built (the target learns all of it); ``train`` and ``evaluation``:
+    the pools unlearning and evaluation select from (held-out questions are only in the latter);
+    ``eval_extra``: evaluation-only records (MMLU)."""
+
     base: LoadedModel
     records: list[QARecord]
+    train: list[QARecord]
+    evaluation: list[QARecord]
     eval_extra: list[QARecord]
     context: TeacherContext
 
 
 def load_demo_data(cfg: DemoConfig, log: Log = print) -> DemoData:
-    """The demo's data stage: base model, training records, evaluation-only records, teacher context."""
+    """The demo's data stage: base model, records and their held-out split, teacher context."""
     base = load_model(cfg.model.spec, dtype=cfg.model.dtype)
     records = build_dataset(cfg.data, tokenizer=base.tokenizer)
+    split = split_heldout(records, cfg.heldout, seed=cfg.heldout_seed, anchor_method=cfg.data.anchors.method)
     eval_extra = build_dataset(cfg.eval_data, tokenizer=base.tokenizer) if cfg.eval_data else []
-    context = build_context(cfg.teacher, records)
-    log(f"   {len(records)} records; forget scope: {', '.join(context.scope.forget)}")
-    return DemoData(base, records, eval_extra, context)
+    context = build_context(cfg.teacher, split.train)  # few-shot demonstrations never come from held-out items
+    held = sum(not r.prefill for r in records if r.id in split.heldout_ids)
+    log(f"   {len(records)} records, {held} questions held out for evaluation; "
+        f"forget scope: {', '.join(context.scope.forget)}")
+    return DemoData(base, records, split.train, split.evaluation, eval_extra, context)
 
 
 def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Log = print) -> DemoResult:
@@ -95,7 +105,7 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
 
     with watch.stage("data"):
         data = load_demo_data(cfg, log)
-    base, records, eval_extra, context = data.base, data.records, data.eval_extra, data.context
+    base, records, context = data.base, data.records, data.context
 
     with watch.stage("target"):
         target = prepare_model("target", base.path, records, cfg.teacher, cfg.target, base.tokenizer,
@@ -104,7 +114,7 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
         reference = prepare_model("reference", base.path, records, cfg.teacher, cfg.target, base.tokenizer,
                                   scope=context.scope, log=log)
 
-    report_records = select(records, cfg.unlearn.teacher_report_records)
+    report_records = select(data.evaluation, cfg.unlearn.teacher_report_records)
     with watch.stage("teacher report"):
         teacher = load_model(str(target.model_dir))
         report = compute_teacher_report(teacher.model, teacher.tokenizer, context, report_records,
@@ -114,16 +124,7 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
         log(format_report(report))
         check_separation(report, cfg.teacher.report)
 
-    train_records = select(records, cfg.unlearn.records)
-    models: dict[str, Path] = {}
-    runs = [(cfg.unlearn.method.name, cfg.unlearn.method)]
-    runs += [(label, cfg.method_config(label)) for label in names]
-    for label, method_cfg in runs:
-        with watch.stage(f"unlearn {label}"):
-            models[label] = unlearn(cfg, method_cfg, target.model_dir, train_records, out / label,
-                                    main=label == cfg.unlearn.method.name)
-
-    eval_records = select(records, cfg.eval_records) + eval_extra
+    eval_records = select(data.evaluation, cfg.eval_records) + data.eval_extra
     results: list[EvalResults] = []
     with watch.stage("evaluate target"):
         target_results = cached_evaluation(cfg, "target", target.model_dir, eval_records, None, log)
@@ -136,13 +137,22 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
                                                                                           context.scope)})
             results.append(cached_evaluation(cfg, "in-context (target + instruction)", target.model_dir,
                                              eval_records, target_results, log, eval_cfg=icu_cfg))
-    for method, model_dir in models.items():
-        with watch.stage(f"evaluate {method}"):
-            # keyed by the unlearned weights too: a method trained again is evaluated again
-            results.append(cached_evaluation(cfg, method, model_dir, eval_records, target_results, log))
 
-    from harmonia.reports.report import write_report
-    from harmonia.reports.tables import markdown_table
+    from harmonia.reports import markdown_table, write_report  # matplotlib: imported only when needed
+
+    # Each method is evaluated as soon as it has trained, so its row exists even if a later one fails.
+    train_records = select(data.train, cfg.unlearn.records)
+    runs = [(cfg.unlearn.method.name, cfg.unlearn.method)]
+    runs += [(label, cfg.method_config(label)) for label in names]
+    for label, method_cfg in runs:
+        with watch.stage(f"unlearn {label}"):
+            model_dir = unlearn(cfg, method_cfg, target.model_dir, train_records, out / label,
+                                main=label == cfg.unlearn.method.name)
+        with watch.stage(f"evaluate {label}"):
+            # keyed by the unlearned weights too: a method trained again is evaluated again
+            results.append(cached_evaluation(cfg, label, model_dir, eval_records, target_results, log))
+        write_json_atomic(out / "timings.json", watch.timings)
+        write_text_atomic(out / "summary.md", markdown_table(results) + "\n")  # the rows so far
 
     with watch.stage("report"):
         paths = write_report(results, out / "report", title=f"harmonia demo: {cfg.name}")

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from harmonia.config import MethodConfig, ModelConfig, Section, TrainConfig
 from harmonia.data.config import DataConfig
 from harmonia.data.paths import resolve_path
+from harmonia.data.schema import Role
 from harmonia.errors import ConfigError
 from harmonia.evaluation.config import EvalConfig
 from harmonia.pipelines.config import coerce_data_config
@@ -51,8 +52,21 @@ class DemoConfig(Section):
     in_context_row: bool = Field(True, description="also evaluate the instructed target (no training)")
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
     eval_records: SelectionConfig = Field(default_factory=SelectionConfig)
+    heldout: dict[Role, float] = Field(
+        default_factory=dict,
+        description="per role, the fraction of each entity's questions kept for evaluation only "
+                    "(never in unlearning records); evaluation of that role uses only them")
+    heldout_seed: int = 0
 
     _data = field_validator("data", "eval_data", mode="before")(coerce_data_config)
+
+    @field_validator("heldout")
+    @classmethod
+    def _fractions(cls, v: dict[str, float]) -> dict[str, float]:
+        for role, f in v.items():
+            if not 0 < f < 1:
+                raise ValueError(f"heldout.{role} = {f}: a fraction strictly between 0 and 1")
+        return v
 
     @model_validator(mode="after")
     def _known_methods(self) -> DemoConfig:
@@ -77,6 +91,16 @@ def check_methods(cfg: DemoConfig, baselines: list[str]) -> None:
         if prefilled and isinstance(params, DistillParams) and "prefill" not in params.positions:
             raise ConfigError(f"{key}.params.positions is {params.positions}, but unlearn.records.prefilled "
                               "selects prefilled records; add 'prefill'")
+
+
+def all_baselines(cfg: DemoConfig) -> list[str]:
+    """What ``--baselines all`` runs: the configured baseline labels (``npo`` is NPO + retain in
+    the demo), then every registered method that no label already runs, except the main method
+    and plain SFT."""
+    from harmonia.methods.base import list_methods
+
+    covered = {cfg.unlearn.method.name, "sft", *cfg.baselines, *(c.name for c in cfg.baselines.values())}
+    return list(cfg.baselines) + [m for m in list_methods() if m not in covered]
 
 
 def demo_presets() -> list[str]:

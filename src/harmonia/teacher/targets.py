@@ -42,7 +42,7 @@ from harmonia.data.schema import QARecord
 from harmonia.data.tokens import encode_plain
 from harmonia.errors import ConfigError, DataError
 from harmonia.io import atomic_path, harmonia_home
-from harmonia.methods.base import Example, causal_lm_logits
+from harmonia.methods.base import Example, masked_logits
 from harmonia.methods.losses import TopK, gather_positions, teacher_topk
 from harmonia.teacher.config import Position
 from harmonia.teacher.context import TeacherContext
@@ -169,10 +169,10 @@ def teacher_rows(teacher: Any, batch: dict[str, Tensor], alpha: float | None) ->
     same frozen model run on the student's input. Records whose role uses the plain teacher have
     identical inputs on both sides, so amplification leaves their logits unchanged.
     """
-    rows = gather_positions(causal_lm_logits(teacher, batch, "teacher_"), batch["teacher_distill_mask"].bool())
+    rows = gather_positions(*masked_logits(teacher, batch, batch["teacher_distill_mask"].bool(), "teacher_"))
     if alpha is None:
         return rows
-    plain = gather_positions(causal_lm_logits(teacher, batch), batch["distill_mask"].bool())
+    plain = gather_positions(*masked_logits(teacher, batch, batch["distill_mask"].bool()))
     return amplify(rows, plain, alpha)
 
 

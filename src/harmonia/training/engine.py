@@ -18,7 +18,7 @@ import json
 import math
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,17 +54,22 @@ def num_steps(cfg: TrainConfig, schedule: BatchSchedule) -> int:
     return max(1, math.ceil(cfg.epochs * schedule.steps_per_epoch()))
 
 
-def split_micro_batches(n: int, parts: int) -> list[list[int]]:
-    """Split ``range(n)`` into exactly ``parts`` contiguous chunks (sizes differ by at most one).
+def split_micro_batches(lengths: Sequence[int], parts: int) -> list[list[int]]:
+    """Split the batch's indices into exactly ``parts`` chunks of similar length (sizes differ by
+    at most one).
 
     The count is fixed so every process runs the same number of forward/backward passes each
-    step, even when anchor pairs add a record to the global batch.
+    step, even when anchor pairs add a record to the global batch. Indices are grouped by
+    sequence length first, so one long record (an MMLU prompt) pads one micro-batch, not all:
+    the step's gradient is the same sum whatever the grouping, since every term is normalised by
+    its count in the global batch.
     """
-    base, extra = divmod(n, parts)
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    base, extra = divmod(len(order), parts)
     out, start = [], 0
     for i in range(parts):
         size = base + (1 if i < extra else 0)
-        out.append(list(range(start, start + size)))
+        out.append(order[start:start + size])
         start += size
     return out
 
@@ -180,6 +185,8 @@ class Engine:
                 acc.load_state(str(ckpt))
                 state = json.loads((ckpt / "state.json").read_text())
                 start_step, history = state["step"], state["history"]
+        if start_step == 0 and acc.is_main_process:  # a fresh run in a used folder starts a fresh log
+            (self.run_dir / "train_log.jsonl").unlink(missing_ok=True)
         writer = self._tensorboard()
         trainable, n_params = trainable_parameter_count(self.model)
         self._log_line({"event": "start", "steps": total, "start_step": start_step, "trainable": trainable,
@@ -219,7 +226,8 @@ class Engine:
                 examples[i] = self.method.encode(records[i])
         global_batch = [examples[i] for i in batch_idx]
         units = {k: float(v) for k, v in self.method.units(collate(global_batch)).items()}
-        micro = split_micro_batches(len(global_batch), self.micro_per_process * acc.num_processes)
+        micro = split_micro_batches([len(ex["input_ids"]) for ex in global_batch],
+                                    self.micro_per_process * acc.num_processes)
         mine = micro[acc.process_index::acc.num_processes]
         sums: dict[str, torch.Tensor] = {}
         weights: dict[str, tuple[float, str]] = {}
