@@ -518,3 +518,12 @@ def test_trimmed_logits_score_exactly_what_the_full_sequences_score(tiny_model, 
                                losses.sequence_logprob(full, batch["labels"]), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(losses.gather_positions(rows, trimmed_mask), losses.gather_positions(full, mask),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_trained_roles_follow_the_retain_params() -> None:
+    graddiff = get_method("graddiff")
+    assert graddiff.trained_roles(build_params(graddiff, {})) == ("forget", "retain", "neighbor")
+    assert graddiff.trained_roles(build_params(graddiff, {"retain_roles": ["general"]})) == ("forget", "general")
+    assert graddiff.trained_roles(build_params(graddiff, {"retain_weight": 0})) == ("forget",)
+    harmonia = get_method("harmonia")
+    assert set(harmonia.trained_roles(build_params(harmonia, {}))) == {"forget", "neighbor", "retain", "general"}

@@ -73,6 +73,11 @@ class Method:
         self.params = params
         self.ctx = ctx
 
+    @classmethod
+    def trained_roles(cls, params: MethodParams) -> tuple[Role, ...]:
+        """The roles this method trains on with these params (by default every role it declares)."""
+        return cls.roles
+
     def configure_trainable(self, model: Any) -> None:
         """Hook run once after the engine chose what trains (LoRA, top layers); may freeze more.
 

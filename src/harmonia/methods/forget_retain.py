@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field, field_validator
 
-from harmonia.data.schema import ROLES, QARecord
+from harmonia.data.schema import ROLES, QARecord, Role
 from harmonia.errors import ConfigError
 from harmonia.methods import losses
 from harmonia.methods.base import (
@@ -92,13 +92,17 @@ class ForgetRetainMethod(Method):
     @property
     def retain_roles(self) -> tuple[str, ...]:
         """Roles of the retain term; empty when the method has none."""
-        p = self.params
-        if isinstance(p, RetainParams) and p.retain_weight > 0:
-            return tuple(p.retain_roles)
-        return ()
+        return self.trained_roles(self.params)[1:]
+
+    @classmethod
+    def trained_roles(cls, params: MethodParams) -> tuple[Role, ...]:
+        """``forget``, then the retain term's roles when it has one (``retain_weight`` > 0)."""
+        if isinstance(params, RetainParams) and params.retain_weight > 0:
+            return ("forget", *params.retain_roles)
+        return ("forget",)
 
     def encode(self, record: QARecord) -> Example:
-        trained = ("forget", *self.retain_roles)
+        trained = self.trained_roles(self.params)
         if record.role not in trained:
             # A role the method ignores would be trained on with weight 0 and, in a micro-batch
             # of only such rows, leave nothing to backpropagate: refuse it up front.

@@ -173,7 +173,8 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
     params = dict(method_cfg.params)
     if "teacher" in cls.Params.model_fields and "teacher" not in params:
         params["teacher"] = cfg.teacher.model_dump()
-    roles = set(cls.roles)
+    # the roles of the method as configured (a retain term on [retain, neighbor] skips general)
+    roles = set(cls.trained_roles(build_params(cls, params)))
     train = cfg.unlearn.train
     if not main:
         mix = {role: w for role, w in train.mix.items() if role in roles} or dict(cls.default_mix)
