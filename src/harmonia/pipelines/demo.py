@@ -174,7 +174,8 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
     if "teacher" in cls.Params.model_fields and "teacher" not in params:
         params["teacher"] = cfg.teacher.model_dump()
     # the roles of the method as configured (a retain term on [retain, neighbor] skips general)
-    roles = set(cls.trained_roles(build_params(cls, params)))
+    method_params = build_params(cls, params)
+    roles = set(cls.trained_roles(method_params))
     train = cfg.unlearn.train
     if not main:
         mix = {role: w for role, w in train.mix.items() if role in roles} or dict(cls.default_mix)
@@ -188,7 +189,7 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
         return run_dir / "model"
     model = load_model(str(start))
     # The teacher report was computed once for the demo (teacher_report.json), not again per method.
-    engine = Engine(train, cls, build_params(cls, params), model.model, model.tokenizer, run_dir,
+    engine = Engine(train, cls, method_params, model.model, model.tokenizer, run_dir,
                     context_extras={"run_dir": run_dir})
     result = engine.train(usable)
     assert result.model_dir is not None
