@@ -520,6 +520,39 @@ def test_trimmed_logits_score_exactly_what_the_full_sequences_score(tiny_model, 
                                rtol=1e-5, atol=1e-5)
 
 
+def test_trimmed_logits_of_wrapped_and_keepless_models_equal_the_plain_ones(tiny_model, tokenizer) -> None:
+    """A DDP-style wrapper (``.module``) still trims; a forward without ``logits_to_keep`` gets the same
+    columns sliced from its full output instead of an unexpected-argument error."""
+    from harmonia.methods.base import target_logits
+    from harmonia.models.decoding import accepts_logits_to_keep
+
+    class Wrapper(torch.nn.Module):  # forwards **kwargs like DistributedDataParallel
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.module = module
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return self.module(*args, **kwargs)
+
+    class Keepless(torch.nn.Module):
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = module
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False) -> Any:
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+    assert accepts_logits_to_keep(Wrapper(tiny_model)) and not accepts_logits_to_keep(Keepless(tiny_model))
+    ctx = MethodContext(tokenizer=tokenizer, max_length=64)
+    batch = collate([encode_qa(r, ctx) for r in FORGET_RECORDS[:2]])
+    with torch.no_grad():
+        plain, labels = target_logits(tiny_model, batch)
+        for model in (Wrapper(tiny_model), Keepless(tiny_model)):
+            logits, same_labels = target_logits(model, batch)
+            torch.testing.assert_close(logits, plain)
+            assert torch.equal(same_labels, labels)
+
+
 def test_trained_roles_follow_the_retain_params() -> None:
     graddiff = get_method("graddiff")
     assert graddiff.trained_roles(build_params(graddiff, {})) == ("forget", "retain", "neighbor")

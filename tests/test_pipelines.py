@@ -183,3 +183,21 @@ def test_demo_never_evaluates_neighbour_or_retain_questions_it_unlearns_on(token
     assert anchored and all(r.anchor_id in {t.id for t in trained} for r in anchored)
     # the target still learns every question, held out or not
     assert split.heldout_ids & {r.id for r in plain_training_records(records, kind="target")}
+
+
+def test_a_few_shot_teacher_is_never_evaluated_on_its_demonstrations(tokenizer):
+    from harmonia.data.build import build_dataset
+    from harmonia.pipelines.demo import demo_pools
+
+    cfg = load_config(DemoConfig, demo_config_path(None), ["teacher.mode=fewshot", "teacher.n_shots=2"])
+    records = build_dataset(cfg.data, tokenizer=tokenizer)
+    train, evaluation, context = demo_pools(cfg, records, log=lambda *_: None)
+    shown = {d.id for d in context.demonstrations}
+    assert len(context.demonstrations) == 4 and shown <= {r.id for r in train}  # two pairs (may share a neighbour)
+    plain_forget = [r for r in records if r.role == "forget" and not r.prefill and not r.metadata.get("calibration")]
+    evaluated = [r for r in evaluation if r.role == "forget"]
+    assert len([r for r in evaluated if not r.prefill]) == len(plain_forget) - 2  # two forget demonstrations
+    assert not {r.metadata.get("parent_id", r.id) for r in evaluation} & shown
+    context.check_not_demonstrations(select(evaluation, cfg.unlearn.teacher_report_records))  # no error
+    instructed = load_config(DemoConfig, demo_config_path(None), [])
+    assert demo_pools(instructed, records, log=lambda *_: None)[1] == demo_pools(instructed, records)[1]

@@ -124,7 +124,9 @@ def teacher_report(config: Path, overrides: Overrides = None) -> None:
     loaded = load_model(cfg.model.spec, dtype=cfg.model.dtype)
     records = load_run_records(cfg.data_file, cfg.data, loaded.tokenizer)
     context = build_context(teacher_cfg, records)
-    held_out = [r for r in records if r.role in ("forget", "neighbor", "retain") and not r.metadata.get("calibration")]
+    # a demonstration would score the teacher on its own prompt
+    held_out = [r for r in records if r.role in ("forget", "neighbor", "retain")
+                and not r.metadata.get("calibration") and not context.shows(r)]
     report = compute_teacher_report(loaded.model, loaded.tokenizer, context, held_out, teacher_cfg.report)
     console.print(format_report(report), highlight=False)
     verdict = separates(report, teacher_cfg.report.thresholds)

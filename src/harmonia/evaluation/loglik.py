@@ -23,8 +23,6 @@ depend on the batch size or on the other rows of a batch (tested).
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +32,7 @@ import torch
 
 from harmonia.errors import DataError
 from harmonia.evaluation.sharding import map_sharded
+from harmonia.models.decoding import accepts_logits_to_keep
 from harmonia.progress import progress_bar
 
 
@@ -102,20 +101,6 @@ def encode_pair(
     return ctx + cont, len(cont)
 
 
-@functools.lru_cache(maxsize=32)
-def _accepts_logits_to_keep(forward_cls: type) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(forward_cls.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _base_model(model: Any) -> Any:
-    # A PEFT wrapper's forward takes **kwargs and passes them on to the wrapped model.
-    getter = getattr(model, "get_base_model", None)
-    return getter() if callable(getter) else model
-
-
 def last_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int) -> torch.Tensor:
     """Logits of the last ``keep`` positions of left-padded rows, shape ``(batch, keep, vocab)``.
 
@@ -128,7 +113,7 @@ def last_logits(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tenso
         "position_ids": position_ids,
         "use_cache": False,
     }
-    if _accepts_logits_to_keep(type(_base_model(model))):
+    if accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = keep
     logits = model(**kwargs).logits
     return logits[:, -keep:, :].float()

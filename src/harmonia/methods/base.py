@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict
 from harmonia.data.schema import ROLES, QARecord, Role
 from harmonia.errors import ConfigError
 from harmonia.methods.losses import IGNORE_INDEX
+from harmonia.models.decoding import accepts_logits_to_keep
 
 Example = dict[str, Any]
 """Per-example features: token-aligned lists (``input_ids``, ``labels``, ...) and scalars."""
@@ -171,7 +172,7 @@ def causal_lm_logits(model: Any, batch: dict[str, torch.Tensor], prefix: str = "
     """
     ids = batch[f"{prefix}input_ids"]
     keep = ids.shape[1] - from_column
-    extra = {"logits_to_keep": keep} if from_column > 0 else {}
+    extra = {"logits_to_keep": keep} if from_column > 0 and accepts_logits_to_keep(model) else {}
     out = model(input_ids=ids, attention_mask=batch[f"{prefix}attention_mask"], use_cache=False, **extra)
     return out.logits[:, -keep:]
 

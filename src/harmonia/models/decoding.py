@@ -32,10 +32,24 @@ def positions(mask: Tensor) -> Tensor:
     return (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
-def _forward_parameters(model: Any) -> Any:
-    # A PEFT wrapper forwards **kwargs, so the base model's signature says what is accepted.
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inspect.signature(base.forward).parameters
+def _unwrapped(model: Any) -> Any:
+    # DDP/FSDP wrappers (``.module``) and PEFT wrappers (``get_base_model``) forward **kwargs to the
+    # model inside, so that model's signature says what is accepted.
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters_of(forward_cls: type) -> frozenset[str]:
+    try:
+        return frozenset(inspect.signature(forward_cls.forward).parameters)
+    except (TypeError, ValueError):
+        return frozenset()
+
+
+def _forward_parameters(model: Any) -> frozenset[str]:
+    return _parameters_of(type(_unwrapped(model)))
 
 
 def cache_argument(model: Any) -> str:

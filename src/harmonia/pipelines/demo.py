@@ -83,17 +83,31 @@ class DemoData:
     context: TeacherContext
 
 
-def load_demo_data(cfg: DemoConfig, log: Log = print) -> DemoData:
-    """The demo's data stage: base model, records and their held-out split, teacher context."""
-    base = load_model(cfg.model.spec, dtype=cfg.model.dtype)
-    records = build_dataset(cfg.data, tokenizer=base.tokenizer)
+def demo_pools(cfg: DemoConfig, records: Sequence[QARecord],
+               log: Log = print) -> tuple[list[QARecord], list[QARecord], TeacherContext]:
+    """``(train, evaluation, context)``: the held-out split of ``records`` and the teacher context.
+
+    The forget questions are both unlearned and evaluated (TOFU); those a few-shot teacher shows as
+    demonstrations would score its own prompt, so they leave the evaluation pool of every row.
+    """
     split = split_heldout(records, cfg.heldout, seed=cfg.heldout_seed, anchor_method=cfg.data.anchors.method)
-    eval_extra = build_dataset(cfg.eval_data, tokenizer=base.tokenizer) if cfg.eval_data else []
     context = build_context(cfg.teacher, split.train)  # few-shot demonstrations never come from held-out items
     held = sum(not r.prefill for r in records if r.id in split.heldout_ids)
     log(f"   {len(records)} records, {held} questions held out for evaluation; "
         f"forget scope: {', '.join(context.scope.forget)}")
-    return DemoData(base, records, split.train, split.evaluation, eval_extra, context)
+    evaluation = [r for r in split.evaluation if not context.shows(r)]
+    if dropped := sum(not r.prefill for r in split.evaluation) - sum(not r.prefill for r in evaluation):
+        log(f"   few-shot teacher: its {dropped} demonstration questions are left out of every evaluation")
+    return split.train, evaluation, context
+
+
+def load_demo_data(cfg: DemoConfig, log: Log = print) -> DemoData:
+    """The demo's data stage: base model, records and their held-out split, teacher context."""
+    base = load_model(cfg.model.spec, dtype=cfg.model.dtype)
+    records = build_dataset(cfg.data, tokenizer=base.tokenizer)
+    eval_extra = build_dataset(cfg.eval_data, tokenizer=base.tokenizer) if cfg.eval_data else []
+    train, evaluation, context = demo_pools(cfg, records, log)
+    return DemoData(base, records, train, evaluation, eval_extra, context)
 
 
 def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Log = print) -> DemoResult:

@@ -108,12 +108,16 @@ class TeacherContext:
             return self.instructed_prompt(tokenizer, record)
         return self.plain_prompt(tokenizer, record)
 
-    def check_not_demonstrations(self, records: Iterable[QARecord]) -> None:
-        """Raise when an evaluation record is one of the demonstrations (by id or question)."""
+    def shows(self, record: QARecord) -> bool:
+        """Whether ``record`` (or the question it is a prefilled copy of) is one of the demonstrations."""
         ids = {r.id for r in self.demonstrations}
         questions = {r.question.strip() for r in self.demonstrations}
+        return record.id in ids or record.metadata.get("parent_id") in ids or record.question.strip() in questions
+
+    def check_not_demonstrations(self, records: Iterable[QARecord]) -> None:
+        """Raise when an evaluation record is one of the demonstrations (by id or question)."""
         for r in records:
-            if r.id in ids or r.question.strip() in questions:
+            if self.shows(r):
                 raise DataError(
                     None,
                     "this evaluation record is a few-shot demonstration of the teacher",
