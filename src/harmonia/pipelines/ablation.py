@@ -49,6 +49,7 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("teacher_instruction", "teacher mode: instruction", ("teacher.mode=instruction",)),
     Variant("teacher_fewshot", "teacher mode: few-shot", ("teacher.mode=fewshot",)),
     Variant("teacher_amplified", "teacher mode: amplified, alpha 3", ("teacher.mode=amplified", "teacher.alpha=3.0")),
+    Variant("teacher_amplified1", "teacher mode: amplified, alpha 1", ("teacher.mode=amplified", "teacher.alpha=1.0")),
     Variant("response_teacher", "forget records distilled along the teacher's own greedy response, not its decline "
             "sentence", ("unlearn.method.params.response=teacher",)),
     Variant("smooth_l1_live", "live teacher, Smooth-L1 push toward the teacher's logits (not the cached hinge), "

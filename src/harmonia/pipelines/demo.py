@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harmonia.config import MethodConfig
+from harmonia.config import MethodConfig, TrainConfig
 from harmonia.data.build import build_dataset
 from harmonia.data.schema import ROLES, QARecord
 from harmonia.data.split import split_heldout
 from harmonia.evaluation.harness import evaluate
 from harmonia.evaluation.results import EvalResults
 from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
-from harmonia.methods.base import build_params, get_method
+from harmonia.methods.base import Method, MethodParams, build_params, get_method
 from harmonia.models import LoadedModel, load_model
 from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig, check_methods
 from harmonia.pipelines.fingerprint import fingerprint, finished_model, model_dir_fingerprint
@@ -176,13 +176,22 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
     return DemoResult(results=results, timings=watch.timings, report_html=paths.html, table_markdown=table)
 
 
-def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: list[QARecord], run_dir: Path,
-            *, main: bool) -> Path:
-    """Train a method from the target on ``records`` with the shared unlearning budget.
+@dataclass(frozen=True)
+class UnlearnPlan:
+    """What one unlearning run trains: the method, its params, budget and records, and the key that
+    names the run (a finished run with the same key is reused)."""
 
-    Baselines keep the step budget, batch size and learning rate of the main method; their role
-    mix is the main mix restricted to the roles they train on.
-    """
+    method: type[Method]
+    params: MethodParams
+    train: TrainConfig
+    records: list[QARecord]
+    key: str
+
+
+def plan_unlearning(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: Sequence[QARecord],
+                    *, main: bool) -> UnlearnPlan:
+    """The run :func:`unlearn` would train. Baselines keep the step budget, batch size and learning
+    rate of the main method; their role mix is the main mix restricted to the roles they train on."""
     cls = get_method(method_cfg.name)
     params = dict(method_cfg.params)
     if "teacher" in cls.Params.model_fields and "teacher" not in params:
@@ -196,18 +205,24 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
         train = train.model_copy(update={"mix": mix})
         roles = set(mix)
     usable = [r for r in records if r.role in roles]
-    # A finished run with the same start weights, method, settings and records is reused.
     key = fingerprint(model_dir_fingerprint(start), method_cfg, params.get("teacher", {}), train, usable)[:16]
+    return UnlearnPlan(cls, method_params, train, usable, key)
+
+
+def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: list[QARecord], run_dir: Path,
+            *, main: bool) -> Path:
+    """Train a method from the target on ``records`` (see :func:`plan_unlearning`); returns its model."""
+    plan = plan_unlearning(cfg, method_cfg, start, records, main=main)
     key_file = run_dir / "unlearn_key.txt"
-    if key_file.is_file() and key_file.read_text().strip() == key and finished_model(run_dir):
+    if key_file.is_file() and key_file.read_text().strip() == plan.key and finished_model(run_dir):
         return run_dir / "model"
     model = load_model(str(start))
     # The teacher report was computed once for the demo (teacher_report.json), not again per method.
-    engine = Engine(train, cls, method_params, model.model, model.tokenizer, run_dir,
+    engine = Engine(plan.train, plan.method, plan.params, model.model, model.tokenizer, run_dir,
                     context_extras={"run_dir": run_dir})
-    result = engine.train(usable)
+    result = engine.train(plan.records)
     assert result.model_dir is not None
-    write_text_atomic(key_file, key + "\n")
+    write_text_atomic(key_file, plan.key + "\n")
     return result.model_dir
 
 
