@@ -420,3 +420,13 @@ def test_missing_or_unreadable_results_name_the_file(tmp_path: Path) -> None:
         load_runs([binary])
     with pytest.raises(DataError, match="no runs"):
         load_runs([])
+
+
+def test_results_printed_to_a_file_or_pipe_are_a_markdown_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """rich squeezes 17 columns into 80 characters off a terminal; a log then shows no numbers."""
+    from harmonia.cli.main import _print_results
+
+    _print_results([alpha(), beta()], "harmonia demo")
+    out = capsys.readouterr().out
+    assert out.startswith("harmonia demo\n| run |")
+    assert out.strip() == "harmonia demo\n" + markdown_table([alpha(), beta()]).strip()

@@ -6,14 +6,17 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from harmonia.errors import HarmoniaError
+
+if TYPE_CHECKING:
+    from harmonia.evaluation.results import EvalResults
 
 app = typer.Typer(help="Multi-objective LLM unlearning by bidirectional Top-K logit distillation.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -37,6 +40,17 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _print_results(results: Sequence[EvalResults], title: str) -> None:
+    """The results table: rich in a terminal; markdown when the output is a file or a pipe, where
+    rich would squeeze the 17 columns into 80 characters and show no numbers."""
+    from harmonia.reports.tables import markdown_table, rich_table
+
+    if console.is_terminal:
+        console.print(rich_table(results, title=title))
+    else:
+        print(f"{title}\n{markdown_table(results)}")
 
 
 def _quiet_libraries() -> None:
@@ -94,7 +108,6 @@ def eval_(model: Annotated[str, typer.Argument(help="model spec or run directory
     from harmonia.models import load_tokenizer
     from harmonia.pipelines.records import load_run_records
     from harmonia.reports.report import write_report
-    from harmonia.reports.tables import rich_table
 
     cfg = _run_config(config, overrides)
     records = load_run_records(cfg.data_file, cfg.data, load_tokenizer(model))
@@ -104,7 +117,7 @@ def eval_(model: Annotated[str, typer.Argument(help="model spec or run directory
     if not eval_processes().is_main_process:
         return  # under accelerate launch every process holds the same results; the main one writes
     paths = write_report([results], out, title=f"harmonia evaluation: {results.name}")
-    console.print(rich_table([results]))
+    _print_results([results], "evaluation")
     console.print(f"results: {out / 'results.json'}  report: {paths.html}")
 
 
@@ -146,7 +159,6 @@ def demo(config: Annotated[str | None, typer.Option(
     from harmonia.config import load_config
     from harmonia.pipelines.demo import run_demo
     from harmonia.pipelines.demo_config import DemoConfig, all_baselines, demo_config_path
-    from harmonia.reports.tables import rich_table
 
     cfg = load_config(DemoConfig, demo_config_path(config), overrides or [])
     chosen = None
@@ -155,7 +167,7 @@ def demo(config: Annotated[str | None, typer.Option(
     elif baselines:
         chosen = [b.strip() for b in baselines.split(",") if b.strip()]
     result = run_demo(cfg, baselines=chosen, log=console.print)
-    console.print(rich_table(result.results, title="harmonia demo"))
+    _print_results(result.results, "harmonia demo")
     console.print("time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in result.timings.items()))
     console.print(f"report: {result.report_html}")
 
