@@ -25,6 +25,7 @@ from harmonia.teacher.report import (
     TeacherSeparationError,
     check_separation,
     compute_teacher_report,
+    format_report,
     refusal_start_ids,
     separates,
     summarise,
@@ -289,6 +290,36 @@ def test_recall_drop_threshold_uses_the_plain_rows():
     assert separates(report, SeparationThresholds(max_neighbor_recall_drop=0.25)).ok
     reasons = separates(report, SeparationThresholds(max_neighbor_recall_drop=0.1)).reasons
     assert reasons == ["neighbour ROUGE-L recall drops 0.20 > 0.10 under the instruction"]
+
+
+def test_neighbours_distilled_from_the_plain_model_are_judged_on_the_plain_model():
+    recs = report_records()
+    instructed = [REFUSAL, REFUSAL, REFUSAL, REFUSAL, "Ben paints.", REFUSAL]  # declines a neighbour too
+    plain = ["Alma writes.", "Alma paints.", " born in Rome.", "Ben was born in Oslo.", "Ben paints.", "Cy sings."]
+    rows, plain_rows = summarise(recs, instructed, [0.0] * 6)[0], summarise(recs, plain, [0.0] * 6)[0]
+    strict = SeparationThresholds(max_neighbor_refusal=0.1)
+    as_plain = TeacherReport("amplified", rows, plain_rows=plain_rows,
+                             distilled_from={"forget": "instructed", "neighbor": "plain", "retain": "plain"})
+    assert as_plain.as_distilled("neighbor") is plain_rows["neighbor"]
+    assert as_plain.as_distilled("forget") is rows["forget"]
+    assert separates(as_plain, strict).ok
+    as_instructed = TeacherReport("amplified", rows, plain_rows=plain_rows,
+                                  distilled_from={"forget": "instructed", "neighbor": "instructed"})
+    assert separates(as_instructed, strict).reasons == ["neighbour refusal rate 0.50 > 0.10"]
+    leaky_plain = TeacherReport("amplified", rows, plain_rows=rows, distilled_from={"neighbor": "plain"})
+    assert separates(leaky_plain, strict).reasons == [
+        "neighbour refusal rate (plain model, which neighbours are distilled from) 0.50 > 0.10"]
+
+
+def test_report_measures_the_plain_model_on_plain_roles_even_without_include_plain(tokenizer):
+    model = build_tiny_model(tokenizer, seed=0)
+    recs = report_records()
+    cfg = TeacherConfig(report={"max_new_tokens": 2, "include_plain": False})
+    report = compute_teacher_report(model, tokenizer, build_context(cfg, recs), recs)
+    assert report.distilled_from == {"forget": "instructed", "neighbor": "plain", "retain": "plain"}
+    assert set(report.plain_rows) == {"neighbor", "retain"}
+    assert ["plain_generation" in e for e in report.examples] == [r.role != "forget" for r in recs]
+    assert "distilled from: forget instructed, neighbor plain, retain plain" in format_report(report)
 
 
 def test_report_on_the_tiny_model_measures_first_token_refusal_mass(tokenizer):

@@ -55,6 +55,8 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("smooth_l1_live", "live teacher, Smooth-L1 push toward the teacher's logits (not the cached hinge), "
             "along the teacher's own responses", ("unlearn.method.params.response=teacher",
             "unlearn.method.params.push=smooth_l1", "unlearn.method.params.cache=false")),
+    Variant("centre", "logits centred on each model's mean over the teacher's Top-K before the Smooth-L1 "
+            "(matches logit differences, not the softmax-irrelevant offset)", ("unlearn.method.params.centre=true",)),
     Variant("first_weight1", "no extra weight on each record's first distilled position (the demo: 5x)",
             ("unlearn.method.params.first_weight=1.0",)),
 )

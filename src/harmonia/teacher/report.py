@@ -82,6 +82,14 @@ class TeacherReport:
     plain_rows: dict[str, RowReport] = field(default_factory=dict)
     examples: list[dict[str, Any]] = field(default_factory=list)
     calibrated: bool = False
+    distilled_from: dict[str, str] = field(default_factory=dict)  # role -> "instructed" | "plain"
+
+    def as_distilled(self, role: str) -> RowReport | None:
+        """The row of ``role`` under the context its records are distilled from (``teacher.role_context``):
+        the plain model's row for a plain role, when measured; else the instructed row."""
+        if self.distilled_from.get(role) == "plain" and role in self.plain_rows:
+            return self.plain_rows[role]
+        return self.rows.get(role)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,36 +199,45 @@ def compute_teacher_report(
 ) -> TeacherReport:
     """Measure the instructed teacher (and the plain model) on held-out ``records``.
 
-    Every row uses the instruction whatever the role: the report asks whether the instructed
-    teacher separates the scopes. Demonstrations may not be among the records.
+    Every row ``rows`` uses the instruction whatever the role: the report shows whether the
+    instructed teacher separates the scopes. The plain model is measured on every record with
+    ``include_plain``, and always on the roles distilled from it (``teacher.role_context``), which
+    is the teacher those records' students see (:meth:`TeacherReport.as_distilled`).
+    Demonstrations may not be among the records.
     """
     cfg = config or context.config.report
     if not records:
         raise HarmoniaError("the teacher report needs held-out records (forget and neighbour at least)")
     context.check_not_demonstrations(records)
+    distilled_from = {role: context.config.context_of(role) for role in sorted({r.role for r in records})}
+    plain_records = [r for r in records if cfg.include_plain or distilled_from[r.role] == "plain"]
     plain_rows: dict[str, RowReport] = {}
     with eval_mode(teacher):
         rows, examples = _measure(teacher, tokenizer, context, records, cfg, instructed=True)
-        if cfg.include_plain:
-            plain_rows, plain_examples = _measure(teacher, tokenizer, context, records, cfg, instructed=False)
-            for e, p in zip(examples, plain_examples, strict=True):
-                e["plain_generation"] = p["generation"]
-                e["plain_refusal"] = p["refusal"]
-    return TeacherReport(mode=context.config.mode, rows=rows, plain_rows=plain_rows, examples=examples)
+        if plain_records:
+            plain_rows, plain_examples = _measure(teacher, tokenizer, context, plain_records, cfg, instructed=False)
+            by_id = {e["id"]: e for e in examples}
+            for p in plain_examples:
+                by_id[p["id"]].update(plain_generation=p["generation"], plain_refusal=p["refusal"])
+    return TeacherReport(mode=context.config.mode, rows=rows, plain_rows=plain_rows, examples=examples,
+                         distilled_from=distilled_from)
 
 
 def separates(report: TeacherReport, thresholds: SeparationThresholds | None = None) -> Separation:
     """Whether the report's teacher separates forget from neighbour questions, and why not."""
     th = thresholds or SeparationThresholds()
     reasons = []
-    forget, neighbor = report.rows.get("forget"), report.rows.get("neighbor")
+    # as the student sees them: a role distilled from the plain model is judged on the plain model
+    forget, neighbor = report.as_distilled("forget"), report.as_distilled("neighbor")
     if forget is None or neighbor is None:
         missing = [n for n, row in (("forget", forget), ("neighbor", neighbor)) if row is None]
         return Separation(False, [f"no held-out {' or '.join(missing)} questions were reported"])
     if forget.refusal_rate < th.min_forget_refusal:
         reasons.append(f"forget refusal rate {forget.refusal_rate:.2f} < {th.min_forget_refusal:.2f}")
     if neighbor.refusal_rate > th.max_neighbor_refusal:
-        reasons.append(f"neighbour refusal rate {neighbor.refusal_rate:.2f} > {th.max_neighbor_refusal:.2f}")
+        plain = neighbor is report.plain_rows.get("neighbor")
+        source = " (plain model, which neighbours are distilled from)" if plain else ""
+        reasons.append(f"neighbour refusal rate{source} {neighbor.refusal_rate:.2f} > {th.max_neighbor_refusal:.2f}")
     if th.max_forget_prefill_leak is not None:
         pre = report.rows.get("forget_prefilled")
         if pre is None:
@@ -271,4 +288,6 @@ def format_report(report: TeacherReport) -> str:
             lines.append(
                 f"{title + ':' + name:<20}{row.n:>5}{row.refusal_rate:>10.3f}{recall:>12}{row.refusal_mass:>14.3f}"
             )
+    if report.distilled_from:
+        lines.append("distilled from: " + ", ".join(f"{role} {ctx}" for role, ctx in report.distilled_from.items()))
     return "\n".join(lines)
