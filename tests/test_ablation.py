@@ -40,7 +40,7 @@ def test_each_variant_differs_from_the_base_in_its_toggled_field_only(variant):
     toggled = {o.split("=", 1)[0] for o in variant.overrides}
     # an override equal to the demo's own value (e.g. the demo's teacher mode) changes nothing
     assert changed <= {k for k in base.keys() | cfg.keys() if any(k == t or k.startswith(t + ".") for t in toggled)}
-    assert changed or variant.name in {"base", "raw_text", "no_anchors", "teacher_amplified1"}  # the demo default
+    assert changed or variant.name in {"base", "raw_text", "no_anchors", "teacher_amplified1", "centre"}
 
 
 def test_unknown_variant_is_named():
