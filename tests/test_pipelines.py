@@ -142,9 +142,61 @@ def test_demo_evaluations_are_reused_until_the_weights_change(tmp_path, monkeypa
     first = demo.cached_evaluation(cfg, "npo", model_dir, records, None, print)
     assert demo.cached_evaluation(cfg, "npo", model_dir, records, None, print) == first
     assert calls == ["npo"] and (tmp_path / "run" / "npo" / "results.json").is_file()
+    renamed = demo.cached_evaluation(cfg, "npo again", model_dir, records, None, print)
+    assert calls == ["npo"] and renamed.name == "npo again"  # same weights, another name: no re-evaluation
     os.utime(weights, ns=(1, 1))  # a method trained again writes new weights
     demo.cached_evaluation(cfg, "npo", model_dir, records, None, print)
     assert calls == ["npo", "npo"]
+    demo.cached_evaluation(cfg, "npo", model_dir, [rec(1, "forget")], None, print)
+    assert calls == ["npo", "npo", "npo"]  # other records: evaluated again
+
+
+def test_the_demo_teacher_report_is_computed_once_per_target_teacher_and_records(tmp_path, monkeypatch):
+    from harmonia.pipelines import demo
+    from harmonia.teacher.context import TeacherContext
+    from harmonia.teacher.report import RowReport, TeacherReport
+
+    monkeypatch.setenv("HARMONIA_HOME", str(tmp_path / "home"))
+    calls: list[int] = []
+
+    def fake_report(model, tokenizer, context, records, config):
+        calls.append(len(records))
+        return TeacherReport("amplified", {"forget": RowReport(len(records), 1.0, 0.0, 0.9)},
+                             distilled_from={"forget": "instructed"})
+
+    monkeypatch.setattr(demo, "compute_teacher_report", fake_report)
+    monkeypatch.setattr(demo, "load_model", lambda path: type("M", (), {"model": None, "tokenizer": None}))
+    cfg = load_config(DemoConfig, demo_config_path(None), [])
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "model.safetensors").write_bytes(b"0")
+    context = TeacherContext(cfg.teacher, Scope(forget=("A",)), system="Do not discuss A.")
+    records = [rec(0, "forget"), rec(1, "forget")]
+    first = demo.cached_teacher_report(cfg, target, context, records, print)
+    again = demo.cached_teacher_report(cfg, target, context, records, print)
+    assert calls == [2] and again == first and again.calibrated == cfg.teacher.calibration.enabled
+    demo.cached_teacher_report(cfg, target, context, records[:1], print)  # other records
+    other = load_config(DemoConfig, demo_config_path(None), ["teacher.alpha=2.0"])
+    demo.cached_teacher_report(other, target, TeacherContext(other.teacher, context.scope, context.system),
+                               records, print)  # another teacher
+    assert calls == [2, 1, 2]
+
+
+def test_evaluations_cached_under_the_older_name_keyed_entry_are_found(tmp_path, monkeypatch):
+    from harmonia.evaluation.results import EvalResults
+    from harmonia.pipelines import demo
+    from harmonia.pipelines.fingerprint import fingerprint, model_dir_fingerprint
+
+    monkeypatch.setenv("HARMONIA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(demo, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
+    cfg = load_config(DemoConfig, demo_config_path(None), [f"output_dir={tmp_path / 'run'}"])
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.safetensors").write_bytes(b"0")
+    records = [rec(0, "forget")]
+    legacy = fingerprint(model_dir_fingerprint(model_dir), "npo", records, cfg.evaluation, "")[:16]
+    EvalResults(name="npo", model="m").save(tmp_path / "home" / "evaluations" / f"{legacy}.json")
+    assert demo.cached_evaluation(cfg, "npo", model_dir, records, None, print).model == "m"
 
 
 def test_demo_config_rejects_a_method_that_cannot_take_its_prefilled_records():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -493,3 +495,11 @@ def test_prepare_teacher_calibrates_when_the_report_does_not_separate(tokenizer,
     assert "Alma Quist" not in str([r.model_dump() for r in done.calibration.records])
     assert (tmp_path / "b" / "teacher_report.json").is_file()
     assert (tmp_path / "b" / "teacher_report_initial.json").is_file()
+
+
+def test_a_saved_report_loads_back_equal():
+    recs = report_records()
+    rows = summarise(recs, [REFUSAL] * 6, [0.5] * 6)[0]
+    report = TeacherReport("amplified", rows, plain_rows=rows, examples=[{"id": "f0", "refusal": True}],
+                           calibrated=True, distilled_from={"forget": "instructed", "neighbor": "plain"})
+    assert TeacherReport.from_dict(json.loads(json.dumps(report.as_dict()))) == report

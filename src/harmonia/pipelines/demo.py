@@ -8,6 +8,7 @@ evaluations of target and reference), so a rerun repeats only what changed.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,7 +30,7 @@ from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig, check_me
 from harmonia.pipelines.fingerprint import fingerprint, finished_model, model_dir_fingerprint
 from harmonia.pipelines.targets import prepare_model
 from harmonia.teacher.context import TeacherContext, build_context, instructed_system_prompt
-from harmonia.teacher.report import check_separation, compute_teacher_report, format_report
+from harmonia.teacher.report import TeacherReport, check_separation, compute_teacher_report, format_report
 from harmonia.training.engine import Engine
 
 Log = Callable[[str], Any]
@@ -130,10 +131,7 @@ def run_demo(cfg: DemoConfig, *, baselines: Sequence[str] | None = None, log: Lo
 
     report_records = select(data.evaluation, cfg.unlearn.teacher_report_records)
     with watch.stage("teacher report"):
-        teacher = load_model(str(target.model_dir))
-        report = compute_teacher_report(teacher.model, teacher.tokenizer, context, report_records,
-                                        cfg.teacher.report)
-        report.calibrated = cfg.teacher.calibration.enabled
+        report = cached_teacher_report(cfg, target.model_dir, context, report_records, log)
         write_json_atomic(out / "teacher_report.json", report.as_dict())
         log(format_report(report))
         check_separation(report, cfg.teacher.report)
@@ -226,16 +224,41 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
     return result.model_dir
 
 
+def cached_teacher_report(cfg: DemoConfig, target_dir: Path, context: TeacherContext,
+                          records: list[QARecord], log: Log) -> TeacherReport:
+    """The teacher report of the target under ``context``; computed once per target weights,
+    teacher settings (mode, template, calibration, report options), instruction and records."""
+    key = fingerprint(model_dir_fingerprint(target_dir), cfg.teacher, context.system,
+                      list(context.demonstrations), [list(turn) for turn in context.history], records)[:16]
+    path = harmonia_home() / "teacher_reports" / f"{key}.json"
+    if path.is_file():
+        log(f"   teacher report: cached {path}")
+        return TeacherReport.from_dict(json.loads(path.read_text()))
+    teacher = load_model(str(target_dir))
+    report = compute_teacher_report(teacher.model, teacher.tokenizer, context, records, cfg.teacher.report)
+    report.calibrated = cfg.teacher.calibration.enabled
+    write_json_atomic(path, report.as_dict())
+    return report
+
+
 def cached_evaluation(cfg: DemoConfig, name: str, model_dir: Path, records: list[QARecord],
                       target: EvalResults | None, log: Log, *, eval_cfg: Any = None) -> EvalResults:
-    """Evaluate a model once; reuse the results while its weights, the records and the settings match."""
+    """Evaluate a model once; reuse the results while its weights, the records and the settings match.
+
+    The display ``name`` is not part of the key: the same weights shown under another name (an
+    ablation's base and the demo's method row) are evaluated once and renamed on load.
+    """
     eval_cfg = eval_cfg or cfg.evaluation
-    key = fingerprint(model_dir_fingerprint(model_dir), name, records, eval_cfg,
-                      target.model_dump_json() if target is not None else "")[:16]
-    path = harmonia_home() / "evaluations" / f"{key}.json"
-    if path.is_file():
-        log(f"   {name}: cached evaluation {path}")
-        return EvalResults.load(path)
+    weights = model_dir_fingerprint(model_dir)
+    reference = target.model_dump_json() if target is not None else ""
+    folder = harmonia_home() / "evaluations"
+    path = folder / f"{fingerprint(weights, records, eval_cfg, reference)[:16]}.json"
+    # evaluations cached before the name left the key; same weights, records and settings
+    legacy = folder / f"{fingerprint(weights, name, records, eval_cfg, reference)[:16]}.json"
+    for found in (path, legacy):
+        if found.is_file():
+            log(f"   {name}: cached evaluation {found}")
+            return EvalResults.load(found).model_copy(update={"name": name})
     results = evaluate(str(model_dir), records, eval_cfg, name=name, reference=target, out=path)
     out = Path(cfg.output_dir) / name.split(" ")[0]
     results.save(out / "results.json")

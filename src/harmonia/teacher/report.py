@@ -94,6 +94,13 @@ class TeacherReport:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TeacherReport:
+        """The report :meth:`as_dict` wrote (``teacher_report.json``)."""
+        rows = {k: RowReport(**v) for k, v in data["rows"].items()}
+        plain = {k: RowReport(**v) for k, v in data.get("plain_rows", {}).items()}
+        return cls(**{**data, "rows": rows, "plain_rows": plain})
+
 
 @dataclass(frozen=True)
 class Separation:
