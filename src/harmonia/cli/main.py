@@ -240,14 +240,19 @@ def data_inspect(file: Path, model: Annotated[str | None, typer.Option(help="tok
 @app.command()
 @handle_errors
 def compare(runs: list[Path], output: Annotated[Path | None, typer.Option("-o", "--output",
-                                                                          help="write a report here")] = None
+                                                                          help="write a report here")] = None,
+            paired: Annotated[list[str] | None, typer.Option(
+                help="metric key (e.g. rougeL_recall/neighbor): each run's difference from the first run "
+                     "on the examples both scored, with a paired-bootstrap 95% interval")] = None,
             ) -> None:
     """Put evaluated runs side by side: one table (and, with -o, one report with plots)."""
-    from harmonia.reports.compare import compare_runs, load_runs
+    from harmonia.reports.compare import compare_runs, load_runs, paired_differences
     from harmonia.reports.report import write_report
 
     table, _ = compare_runs(runs)
     console.print(table)
+    for line in paired_differences(load_runs(runs), paired or []):
+        console.print(line, highlight=False, soft_wrap=True)
     if output is not None:
         paths = write_report(load_runs(runs), output, title="harmonia comparison")
         console.print(f"report: {paths.html}")

@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from harmonia.errors import DataError
+from harmonia.evaluation.paired import paired_difference
 from harmonia.evaluation.results import EvalResults
 from harmonia.reports.headline import with_unique_names
 from harmonia.reports.plots import report_figures
@@ -50,3 +51,19 @@ def compare_runs(paths: Sequence[str | Path]) -> tuple[Table, dict[str, Figure]]
     """The comparison table (rich, for the terminal) and the report figures for these runs."""
     runs = load_runs(paths)
     return rich_table(runs, title=f"{len(runs)} runs"), report_figures(runs)
+
+
+def paired_differences(runs: Sequence[EvalResults], metrics: Sequence[str]) -> list[str]:
+    """One line per metric and run after the first: its difference from the first run, paired."""
+    if not metrics:
+        return []
+    first, lines = runs[0], []
+    for key in metrics:
+        for run in runs[1:]:
+            missing = [r.name for r in (first, run) if key not in r.metrics]
+            if missing:
+                raise DataError(None, f"metric {key!r} is not in the results of {', '.join(missing)}",
+                                field="paired")
+            diff = paired_difference(first.metrics[key], run.metrics[key])
+            lines.append(f"{key}: {run.name} - {first.name} = {diff}")
+    return lines
