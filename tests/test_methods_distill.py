@@ -129,6 +129,23 @@ def test_first_weight_scales_only_each_records_first_distilled_position():
         "pull:forget": 2.25, "push:forget": 6.75, "pull:retain": 0.1875, "push:retain": 0.0}
 
 
+@pytest.mark.parametrize(("push", "push_forget"), [("smooth_l1", 4.5), ("hinge", 1.0)])
+def test_role_k_sets_each_roles_top_k_and_the_cache_holds_the_widest(push, push_forget):
+    batch, student, teacher = hand_batch()
+    # retain K = 1 at C: teacher Top-1 {0}, diff 0.5 -> SmoothL1 0.125 / 1; student Top-1 {0} inside
+    assert values(hand_method(teacher, push=push, role_k={"retain": 1}).loss(student, batch)) == {
+        "pull:forget": 0.75, "push:forget": {"smooth_l1": 2.25, "hinge": 1.0}[push],
+        "pull:retain": 0.125, "push:retain": 0.0}
+    # forget K = 1 at A: teacher Top-1 {0}, diff 0 -> pull 0; student Top-1 {3} outside: smooth_l1
+    # SmoothL1(5 - 0) / 1 = 4.5, hinge relu(5 - 4) / 1 = 1 (the teacher's 1st logit is the threshold)
+    assert values(hand_method(teacher, push=push, role_k={"forget": 1}).loss(student, batch)) == {
+        "pull:forget": 0.0, "push:forget": push_forget, "pull:retain": 0.0625, "push:retain": 0.0}
+    assert hand_method(teacher, role_k={"neighbor": 3}).topk_k == 3
+    assert hand_method(teacher, role_k={"neighbor": 1}).topk_k == 2
+    with pytest.raises(ConfigError, match="K must be >= 1"):
+        hand_method(teacher, role_k={"neighbor": 0})
+
+
 def test_unmasked_positions_would_change_the_loss():
     # Marking a prompt position as distilled brings the junk logits in: the masks do the work.
     batch, student, teacher = hand_batch()

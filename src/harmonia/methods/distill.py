@@ -99,6 +99,10 @@ class DistillParams(MethodParams):
 
 class HarmoniaParams(DistillParams):
     k: int = Field(10, ge=1, description="Top-K size")
+    role_k: dict[Role, int] = Field(
+        default_factory=dict, description="Top-K size per role where it differs from k (a cached Top-K holds "
+        "the largest): a wider K keeps more of the plain model's distribution on the roles distilled from it"
+    )
     beta: float = Field(1.0, gt=0, description="Smooth-L1 beta")
     push_weight: float = Field(1.0, ge=0)
     push: PushVariant = "smooth_l1"
@@ -108,6 +112,13 @@ class HarmoniaParams(DistillParams):
         1.0, ge=0, description="weight of each record's first distilled position (where the student decides "
         "to answer or decline; after a prefill, to continue or stop) relative to the others"
     )
+
+    @field_validator("role_k")
+    @classmethod
+    def _role_k(cls, value: dict[Role, int]) -> dict[Role, int]:
+        if any(k < 1 for k in value.values()):
+            raise ValueError("every role's K must be >= 1")
+        return value
 
 
 class DuetParams(DistillParams):
@@ -344,6 +355,12 @@ class Harmonia(TeacherDistillation):
     name = "harmonia"
     Params = HarmoniaParams
 
+    @property
+    def topk_k(self) -> int:
+        """K of the cached Top-K: the largest K of any role."""
+        assert isinstance(self.p, HarmoniaParams)
+        return max([self.p.k, *self.p.role_k.values()])
+
     def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
         assert isinstance(params, HarmoniaParams)
@@ -365,7 +382,8 @@ class Harmonia(TeacherDistillation):
         # not take weight from the other positions
         weights = None if p.first_weight == 1.0 else torch.where(first, p.first_weight, 1.0).to(student.device)
         sums = losses.topk_distill_sums(
-            student, teacher, p.k, beta=p.beta, push=self.push, margin=p.margin, centre=p.centre, weights=weights
+            student, teacher, p.role_k.get(role, p.k), beta=p.beta, push=self.push, margin=p.margin,
+            centre=p.centre, weights=weights,
         )
         terms = {f"pull:{role}": Term(sums.pull, f"positions:{role}", weight)}
         if p.push_weight > 0:
