@@ -62,9 +62,12 @@ def test_no_anchors_removes_links_and_nothing_else(demo_records):
         [(r.id, r.question, r.answer, r.prefill) for r in demo_records]
 
 
-def test_raw_text_replaces_only_the_forget_records(demo_records, tokenizer, tmp_path):
+def test_raw_text_replaces_only_the_forget_records(demo_records, tokenizer, tmp_path, monkeypatch):
     cfg = variant_config(demo_config_path(None), next(v for v in VARIANTS if v.raw_text))
-    raw = unlearning_records(cfg, next(v for v in VARIANTS if v.raw_text), demo_records, tokenizer, tmp_path)
+    # the script's output folder is relative to where it runs, not to the demo config's folder
+    monkeypatch.chdir(tmp_path)
+    raw = unlearning_records(cfg, next(v for v in VARIANTS if v.raw_text), demo_records, tokenizer,
+                             Path("runs/ablation/raw_text/raw_text"))
     qa = unlearning_records(cfg, VARIANTS[0], demo_records, tokenizer, tmp_path)
     forget_raw = [r for r in raw if r.role == "forget"]
     assert forget_raw and all(r.question.startswith("Continue the passage") for r in forget_raw)

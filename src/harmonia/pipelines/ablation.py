@@ -92,7 +92,7 @@ def raw_text_data(data: DataConfig, records: Sequence[QARecord], folder: Path) -
     texts: list[TextSource] = []
     for i, (group, parts) in enumerate(answers.items()):
         path = write_text_atomic(folder / f"forget_{i}.txt", " ".join(parts) + "\n")
-        texts.append(TextSource(loader="text", name=f"raw_forget_{i}", role="forget", path=str(path),
+        texts.append(TextSource(loader="text", name=f"raw_forget_{i}", role="forget", path=str(path.resolve()),
                                 source="raw_text", group=group))
     first = next(i for i, s in enumerate(data.sources) if s.role == "forget")
     kept = [s for s in data.sources if s.role != "forget"]
