@@ -246,15 +246,15 @@ def compare(runs: list[Path], output: Annotated[Path | None, typer.Option("-o", 
                      "on the examples both scored, with a paired-bootstrap 95% interval")] = None,
             ) -> None:
     """Put evaluated runs side by side: one table (and, with -o, one report with plots)."""
-    from harmonia.reports.compare import compare_runs, load_runs, paired_differences
+    from harmonia.reports.compare import load_runs, paired_differences
     from harmonia.reports.report import write_report
 
-    table, _ = compare_runs(runs)
-    console.print(table)
-    for line in paired_differences(load_runs(runs), paired or []):
+    loaded = load_runs(runs)  # read once; the figures are drawn only for a report
+    _print_results(loaded, f"{len(loaded)} runs")
+    for line in paired_differences(loaded, paired or []):
         console.print(line, highlight=False, soft_wrap=True)
     if output is not None:
-        paths = write_report(load_runs(runs), output, title="harmonia comparison")
+        paths = write_report(loaded, output, title="harmonia comparison")
         console.print(f"report: {paths.html}")
 
 
