@@ -144,6 +144,7 @@ def test_demo_evaluations_are_reused_until_the_weights_change(tmp_path, monkeypa
     assert calls == ["npo"] and (tmp_path / "run" / "npo" / "results.json").is_file()
     renamed = demo.cached_evaluation(cfg, "npo again", model_dir, records, None, print)
     assert calls == ["npo"] and renamed.name == "npo again"  # same weights, another name: no re-evaluation
+    assert EvalResults.load(tmp_path / "run" / "npo" / "results.json").name == "npo again"
     os.utime(weights, ns=(1, 1))  # a method trained again writes new weights
     demo.cached_evaluation(cfg, "npo", model_dir, records, None, print)
     assert calls == ["npo", "npo"]

@@ -255,13 +255,14 @@ def cached_evaluation(cfg: DemoConfig, name: str, model_dir: Path, records: list
     path = folder / f"{fingerprint(weights, records, eval_cfg, reference)[:16]}.json"
     # evaluations cached before the name left the key; same weights, records and settings
     legacy = folder / f"{fingerprint(weights, name, records, eval_cfg, reference)[:16]}.json"
-    for found in (path, legacy):
-        if found.is_file():
-            log(f"   {name}: cached evaluation {found}")
-            return EvalResults.load(found).model_copy(update={"name": name})
-    results = evaluate(str(model_dir), records, eval_cfg, name=name, reference=target, out=path)
-    out = Path(cfg.output_dir) / name.split(" ")[0]
-    results.save(out / "results.json")
+    found = next((f for f in (path, legacy) if f.is_file()), None)
+    if found is not None:
+        log(f"   {name}: cached evaluation {found}")
+        results = EvalResults.load(found).model_copy(update={"name": name})
+    else:
+        results = evaluate(str(model_dir), records, eval_cfg, name=name, reference=target, out=path)
+    # the run folder's copy carries this row's name, also when the evaluation came from the cache
+    results.save(Path(cfg.output_dir) / name.split(" ")[0] / "results.json")
     return results
 
 
