@@ -33,7 +33,7 @@ def data_env(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_presets_are_listed_and_unknown_names_rejected():
-    assert set(PRESETS) | {"demo"} == set(demo_presets())
+    assert set(PRESETS) | {"demo", "demo_fast"} == set(demo_presets())
     with pytest.raises(ConfigError, match=r"unknown demo preset 'muse'.*muse_books"):
         demo_config_path("muse")
 
@@ -50,6 +50,23 @@ def test_preset_validates_and_keeps_the_demo_pipeline(name):
     assert cfg.teacher.scope.forget and cfg.teacher.scope.neighbor
     roles = {src.role for src in cfg.data.sources}
     assert roles == {"forget", "neighbor", "retain", "general"}
+
+
+def test_fast_demo_prepares_the_same_target_and_evaluates_the_same_records():
+    """demo_fast shares the demo's cached target, reference and calibration (their inputs are equal)
+    and scores the same questions; only the unlearning budget and evaluation batching differ."""
+    demo = load_config(DemoConfig, demo_config_path(None))
+    fast = load_config(DemoConfig, demo_config_path("demo_fast"))
+    assert fast.output_dir != demo.output_dir
+    for section in ("model", "data", "eval_data", "target", "heldout", "eval_records", "run_baselines"):
+        assert getattr(fast, section) == getattr(demo, section), section
+    assert fast.teacher.model_copy(update={"report": demo.teacher.report}) == demo.teacher
+    assert fast.unlearn.records == demo.unlearn.records
+    assert fast.evaluation.model_copy(update={"generation": demo.evaluation.generation}) == demo.evaluation
+    assert fast.evaluation.generation.max_new_tokens == demo.evaluation.generation.max_new_tokens
+    budget = fast.unlearn.train
+    assert budget.steps * budget.batch_size < demo.unlearn.train.steps * demo.unlearn.train.batch_size
+    assert budget.train_top_layers is not None
 
 
 def test_gpu_presets_use_the_papers_models():
