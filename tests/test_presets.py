@@ -3,6 +3,7 @@ name missing data clearly, and their data builds give every role the configured 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def test_fast_demo_prepares_the_same_target_and_evaluates_the_same_records():
     budget = fast.unlearn.train
     assert budget.steps * budget.batch_size < demo.unlearn.train.steps * demo.unlearn.train.batch_size
     assert budget.train_top_layers is not None
+    # RMU trains only its own layers: they must be among the trained top layers (30 in the model)
+    rmu = fast.method_config("rmu").params
+    layers = {int(n) for n in re.findall(r"\d+", rmu["trainable_params"][0])}
+    assert min(layers) >= 30 - budget.train_top_layers and re.search(r"\d+", rmu["layer"])[0] == str(max(layers))
 
 
 def test_gpu_presets_use_the_papers_models():
