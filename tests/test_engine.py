@@ -212,12 +212,37 @@ def test_one_process_trains_in_bf16_then_in_fp32(tokenizer, tmp_path):
 
 
 def test_micro_batches_group_records_by_length():
-    from harmonia.training.engine import split_micro_batches
+    from harmonia.training.engine import padded_tokens, split_micro_batches
 
-    chunks = split_micro_batches([300, 20, 25, 310, 22, 30, 24], 2)
-    assert chunks == [[1, 4, 6, 2], [5, 0, 3]]  # the two long records pad one micro-batch, not both
+    lengths = [300, 20, 25, 310, 22, 30, 24]
+    chunks = split_micro_batches(lengths, 2)
+    # the two long records pad one micro-batch of their own: 5 x 30 + 2 x 310 = 770 padded
+    # tokens, where the equal split [1, 4, 6, 2] / [5, 0, 3] pads 4 x 25 + 3 x 310 = 1030
+    assert chunks == [[1, 4, 6, 2, 5], [0, 3]]
+    assert padded_tokens(lengths, chunks) == 770
     assert sorted(i for c in chunks for i in c) == list(range(7))
+    # equal lengths: nothing to gain, the equal split
     assert [len(c) for c in split_micro_batches([5] * 5, 3)] == [2, 2, 1]
+    # fewer records than chunks: every process still gets its passes, some empty
+    assert split_micro_batches([7, 3], 3) == [[1], [0], []]
+
+
+def test_micro_batches_never_pad_more_than_the_equal_splits_largest():
+    from harmonia.training.engine import padded_tokens, split_micro_batches
+
+    # one long record alone, seven short ones together: 700 + 400 padded tokens instead of the
+    # equal split's 4 x 100 + 4 x 400 = 2000
+    lengths = [100] * 7 + [400]
+    chunks = split_micro_batches(lengths, 2)
+    assert [len(c) for c in chunks] == [7, 1]
+    assert padded_tokens(lengths, chunks) == 1100
+    # the equal split pads 6 x 40 + 6 x 50 = 540, its largest chunk 300 tokens. Ten short rows
+    # together (400 + 100 = 500) would pad fewer but exceed that memory bound; 7 x 40 + 5 x 50
+    # = 530 is the best split within it
+    lengths = [40] * 10 + [50, 50]
+    chunks = split_micro_batches(lengths, 2)
+    assert [len(c) for c in chunks] == [7, 5]
+    assert padded_tokens(lengths, chunks) == 530
 
 
 def test_a_fresh_run_in_a_used_folder_starts_a_fresh_log(tokenizer, tiny_model, tmp_path):
@@ -226,3 +251,43 @@ def test_a_fresh_run_in_a_used_folder_starts_a_fresh_log(tokenizer, tiny_model, 
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [e.get("event") for e in log] == ["start", None, None]
     assert [e["step"] for e in log[1:]] == [1, 2]
+
+
+def test_attention_kernel_is_switched_for_training_only(tokenizer, tmp_path):
+    from harmonia.models.tiny import build_tiny_model
+
+    seen: list[str] = []
+
+    class Spy(Method):
+        name = "spy"
+
+        def encode(self, record):
+            return with_role(encode_qa(record, self.ctx), record)
+
+        def loss(self, model, batch):
+            seen.append(model.config._attn_implementation)
+            return {"nll": Term(model(input_ids=batch["input_ids"]).logits.float().mean() * 0, "tokens")}
+
+    model = build_tiny_model(tokenizer, seed=0)
+    assert model.config._attn_implementation == "sdpa"
+    cfg = TrainConfig(steps=1, batch_size=2, micro_batch_size=2, progress=False, save="none", attention="eager")
+    Engine(cfg, Spy, build_params(Spy, {}), model, tokenizer, tmp_path).train(make_records(2))
+    assert seen == ["eager"]
+    assert model.config._attn_implementation == "sdpa"  # restored for whatever runs next
+
+
+def test_unknown_attention_kernel_is_a_config_error(tokenizer, tiny_model, tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.attention: cannot use 'no_such_kernel'"):
+        sft_engine(tokenizer, tiny_model, tmp_path, attention="no_such_kernel")
+
+
+def test_attention_at_its_default_leaves_cache_keys_as_they_were():
+    import hashlib
+
+    from harmonia.pipelines.fingerprint import fingerprint
+
+    cfg = TrainConfig(steps=3)
+    # the key a config had before the field existed: its JSON dump without it
+    before = hashlib.sha256(cfg.model_dump_json(exclude={"attention"}).encode() + b"\x00").hexdigest()
+    assert fingerprint(cfg) == before
+    assert fingerprint(cfg.model_copy(update={"attention": "eager"})) != before

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from harmonia.evaluation.generation import generate, greedy_tokens, plain_greedy
-from harmonia.models.decoding import left_pad
+from harmonia.evaluation.generation import generate
+from harmonia.models.decoding import greedy_tokens, left_pad, plain_greedy
 
 # Prompts of different token lengths, so the batch is left padded.
 PROMPTS = ("Hi", "Where was the author Basil Mahfouz born?", "Name a colour.",

@@ -18,9 +18,9 @@ import torch
 
 from harmonia.config import TrainConfig
 from harmonia.data.schema import ROLES, QARecord
-from harmonia.errors import ConfigError, DataError
+from harmonia.errors import ConfigError, DataError, HarmoniaError
 from harmonia.methods import losses
-from harmonia.methods.base import MethodContext, build_params, causal_lm_logits, get_method
+from harmonia.methods.base import MethodContext, build_params, causal_lm_logits, get_method, target_logits
 from harmonia.methods.encoding import encode_qa
 from harmonia.methods.refusals import load_refusals, pick_refusal
 from harmonia.methods.rmu import ACT_MASK, find_module, name_matches
@@ -51,8 +51,16 @@ class FixedLogits(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, use_cache: bool = False,
                 logits_to_keep: int = 0) -> Any:
-        logits = torch.stack([self.rows[tuple(r.tolist())] for r in input_ids]) * self.scale
+        logits = torch.stack([self.row(tuple(r.tolist())) for r in input_ids]) * self.scale
         return SimpleNamespace(logits=logits[:, -logits_to_keep:])  # transformers' semantics: 0 keeps all
+
+    def row(self, ids: tuple[int, ...]) -> torch.Tensor:
+        """The preset logits of ``ids``, or of the one preset row it begins (the loss helpers drop
+        trailing columns no target needs; a causal model's earlier logits do not depend on them)."""
+        if ids in self.rows:
+            return self.rows[ids]
+        (match,) = [v for k, v in self.rows.items() if k[:len(ids)] == ids]
+        return match[:len(ids)]
 
 
 class FixedActivations(torch.nn.Module):
@@ -316,9 +324,11 @@ def test_refusal_sft_and_idkdpo_encode_refusals(tokenizer, tmp_path) -> None:
     assert answer_text(tokenizer, sft.encode(forget)["labels"]) == refusal
     assert answer_text(tokenizer, sft.encode(retain)["labels"]) == retain.answer
     dpo = make("idkdpo", stub_ctx(tokenizer, reference=torch.nn.Identity()), refusals=path)
+    dpo.reference_scores = {forget.id: {"chosen_": -1.5, "": -2.5}}  # what prepare() stores
     pair = dpo.encode(forget)
     assert answer_text(tokenizer, pair["chosen_labels"]) == refusal
     assert answer_text(tokenizer, pair["labels"]) == forget.answer
+    assert (pair["chosen_ref_logprob"], pair["ref_logprob"]) == (-1.5, -2.5)
     assert set(dpo.encode(retain)) == set(pair)
 
 
@@ -520,6 +530,31 @@ def test_trimmed_logits_score_exactly_what_the_full_sequences_score(tiny_model, 
                                rtol=1e-5, atol=1e-5)
 
 
+def test_padding_columns_after_the_last_target_are_not_run(tiny_model, tokenizer) -> None:
+    """Rows taken out of a batch padded for a longer record score the same without its padding."""
+    from harmonia.methods.base import masked_logits, target_logits
+
+    ctx = MethodContext(tokenizer=tokenizer, max_length=64)
+    long = record(9, "retain", "Tell me everything about the history of Utopia. " * 3,
+                  "It is a long story that takes many words to tell, and here it is told. " * 2)
+    batch = collate([encode_qa(r, ctx) for r in [*FORGET_RECORDS[:2], long]])
+    short = {k: v[:2] for k, v in batch.items()}
+    width = int(short["attention_mask"].sum(dim=1).max())
+    assert width < batch["input_ids"].shape[1]
+    with torch.no_grad():
+        full = causal_lm_logits(tiny_model, short)
+        trimmed, labels = target_logits(tiny_model, short)
+        mask = short["labels"] != losses.IGNORE_INDEX
+        rows, trimmed_mask = masked_logits(tiny_model, short, mask)
+    first = int(mask.any(dim=0).nonzero()[0])
+    assert trimmed.shape[1] == width - (first - 1)  # from the column before the first target to the last
+    assert rows.shape[1] == width - first
+    torch.testing.assert_close(losses.sequence_logprob(trimmed, labels),
+                               losses.sequence_logprob(full, short["labels"]), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(losses.gather_positions(rows, trimmed_mask), losses.gather_positions(full, mask),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_trimmed_logits_of_wrapped_and_keepless_models_equal_the_plain_ones(tiny_model, tokenizer) -> None:
     """A DDP-style wrapper (``.module``) still trims; a forward without ``logits_to_keep`` gets the same
     columns sliced from its full output instead of an unexpected-argument error."""
@@ -560,3 +595,57 @@ def test_trained_roles_follow_the_retain_params() -> None:
     assert graddiff.trained_roles(build_params(graddiff, {"retain_weight": 0})) == ("forget",)
     harmonia = get_method("harmonia")
     assert set(harmonia.trained_roles(build_params(harmonia, {}))) == {"forget", "neighbor", "retain", "general"}
+
+
+@pytest.mark.parametrize("name", ["npo_retain", "idkdpo"])
+def test_stored_reference_logprobs_equal_a_live_reference_forward(name, tiny_model, tokenizer, tmp_path) -> None:
+    """prepare() scores each forget sequence under the reference once; the loss then reads it."""
+    import copy
+
+    reference = copy.deepcopy(tiny_model).eval()
+    params = {"refusals": str(refusal_file(tmp_path))} if name == "idkdpo" else {}
+    ctx = MethodContext(tokenizer=tokenizer, max_length=64, reference=lambda: contextlib.nullcontext(reference))
+    method = make(name, ctx, **params)
+    records = FORGET_RECORDS + RETAIN_RECORDS
+    method.prepare(records)
+    stored = collate([method.encode(r) for r in records])
+    keys = [k for k in stored if k.endswith("ref_logprob")]
+    assert len(keys) == len(method.reference_sequences)
+    live = {k: v for k, v in stored.items() if k not in keys}
+    forget = stored["role_id"] == FORGET
+    with torch.no_grad():
+        for prefix in method.reference_sequences:
+            expected = losses.sequence_logprob(*target_logits(reference, live, prefix))[forget]
+            torch.testing.assert_close(stored[f"{prefix}ref_logprob"][forget], expected, rtol=1e-5, atol=1e-4)
+            assert not stored[f"{prefix}ref_logprob"][~forget].any()  # retain rows hold a 0 nobody reads
+        with_stored = {k: float(t.total) for k, t in method.loss(tiny_model, stored).items()}
+        with_live = {k: float(t.total) for k, t in method.loss(tiny_model, live).items()}
+    assert with_stored == pytest.approx(with_live, rel=1e-5)
+    unprepared = make(name, ctx, **params)
+    with pytest.raises(HarmoniaError, match=r"prepare\(\) did not see it"):
+        unprepared.encode(FORGET_RECORDS[0])
+
+
+@pytest.mark.parametrize(("name", "kept"), [("npo", False), ("idkdpo", False), ("graddiff_kl", True)])
+def test_engine_frees_a_reference_that_only_prepare_uses(name, kept, tiny_model, tokenizer, tmp_path) -> None:
+    params = {"refusals": str(refusal_file(tmp_path))} if name == "idkdpo" else {}
+    engine, _ = train(name, tiny_model, tokenizer, tmp_path, **params)
+    assert (engine._frozen_reference is not None) == kept
+
+
+def test_a_freed_reference_asked_for_in_the_loss_is_a_clear_error(tiny_model, tokenizer, tmp_path) -> None:
+    from harmonia.methods.npo import NPO
+
+    class Misdeclared(NPO):
+        name = "misdeclared_npo"
+        reference_sequences = ("",)
+
+        def forget_sum(self, model: Any, rows: dict[str, torch.Tensor]) -> torch.Tensor:
+            with self.ctx.reference_model():
+                pass
+            return super().forget_sum(model, rows)
+
+    cfg = TrainConfig(steps=1, batch_size=2, micro_batch_size=2, progress=False, save="none", max_length=64)
+    engine = Engine(cfg, Misdeclared, build_params(Misdeclared, {}), tiny_model, tokenizer, tmp_path / "run")
+    with pytest.raises(RuntimeError, match="freed it after prepare"):
+        engine.train(FORGET_RECORDS[:2])

@@ -439,6 +439,27 @@ def test_amplified_live_teacher_rows_by_hand(tokenizer, tiny_model, tmp_path):
     torch.testing.assert_close(rows[~forget_rows], z_plain[~forget_rows], atol=1e-4, rtol=1e-4)
 
 
+def test_cached_topk_equals_the_live_amplified_rows_in_input_order(tokenizer, tmp_path):
+    """compute_topk batches by length and runs plain-teacher records once; each record still gets
+    the Top-K of its own amplified rows, in the order of the targets given."""
+    from harmonia.teacher.targets import compute_topk, plain_teacher, teacher_topk
+
+    tiny_model = sharp_tiny_model(tokenizer)  # distinct logits: no near-ties to reorder the Top-K
+    method = make_method(tokenizer, tiny_model, tmp_path, positions=["response", "prefill"], response="gold",
+                         teacher={"mode": "amplified", "alpha": 2.0})
+    recs = records()
+    method.prepare(recs)
+    targets = [method.targets[r.id] for r in reversed(recs)]  # not grouped by role nor by length
+    assert {plain_teacher(t) for t in targets} == {True, False}
+    tops = compute_topk(tiny_model, targets, 5, alpha=2.0, batch_size=2)
+    for target, top in zip(targets, tops, strict=True):
+        one = collate([method.encode(next(r for r in recs if r.id == target.record_id))])
+        expected = teacher_topk(teacher_rows(tiny_model, one, 2.0).float(), 5)
+        assert top.ids.shape == (target.n_positions, 5)
+        torch.testing.assert_close(top.values, expected.values, atol=1e-4, rtol=1e-4)
+        assert torch.equal(top.ids, expected.ids)
+
+
 # ---------------------------------------------------------------------------------------------
 # Through the engine
 # ---------------------------------------------------------------------------------------------

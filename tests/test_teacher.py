@@ -221,6 +221,18 @@ def test_amplified_greedy_decoding_equals_a_step_by_step_argmax(tokenizer):
                     break
         assert ids == expected
     assert got != unamplified
+    # unamplified, the teacher decodes in our own loop: the same step-by-step argmax
+    for prompt_i, ids in zip(instr, unamplified, strict=True):
+        seq = tokenizer(prompt_i, add_special_tokens=False)["input_ids"]
+        expected = []
+        with torch.no_grad():
+            for _ in range(4):
+                nxt = int(torch.argmax(model(input_ids=torch.tensor([seq])).logits[0, -1]))
+                expected.append(nxt)
+                seq = [*seq, nxt]
+                if nxt == tokenizer.eos_token_id:
+                    break
+        assert ids == expected
 
 
 # ---------------------------------------------------------------------------------------------

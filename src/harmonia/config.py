@@ -53,6 +53,10 @@ class TrainConfig(Section):
     bf16: bool = False
     lora: LoraConfig | None = None
     train_top_layers: int | None = Field(None, gt=0, description="train only the last N decoder layers")
+    attention: str | None = Field(
+        None, description="attention kernel while training (transformers' attn_implementation: eager, sdpa, "
+        "flash_attention_2, ...); None keeps the model's. On this CPU eager trains faster than sdpa (docs/demo.md)"
+    )
     mix: dict[str, float] = Field(default_factory=dict,
                                   description="records per batch per role, as weights; empty = the method's default")
     checkpoint_every: int = Field(0, ge=0, description="0 = no intermediate checkpoints")

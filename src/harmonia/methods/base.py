@@ -86,6 +86,12 @@ class Method:
         """
         return None
 
+    @property
+    def reference_in_loss(self) -> bool:
+        """Whether ``loss`` runs the reference model. When only ``prepare`` does (a cached teacher,
+        precomputed reference log-probs), the engine frees its frozen copy after ``prepare``."""
+        return self.needs_reference
+
     def prepare(self, records: list[QARecord]) -> list[QARecord]:
         """Hook run once before training (e.g. teacher targets); returns the records to train on."""
         return records
@@ -162,18 +168,21 @@ def select_rows(batch: dict[str, torch.Tensor], role: str) -> dict[str, torch.Te
 
 
 def causal_lm_logits(model: Any, batch: dict[str, torch.Tensor], prefix: str = "", *,
-                     from_column: int = 0) -> torch.Tensor:
-    """Logits ``[B, T - from_column, V]`` of ``{prefix}input_ids`` under ``{prefix}attention_mask``,
-    for the columns from ``from_column`` on.
+                     from_column: int = 0, to_column: int | None = None) -> torch.Tensor:
+    """Logits ``[B, to_column - from_column, V]`` of ``{prefix}input_ids`` under
+    ``{prefix}attention_mask``, for the columns ``from_column`` to ``to_column`` (exclusive).
 
     The model projects only those columns onto the vocabulary (transformers' ``logits_to_keep``):
     a prompt the loss never reads (the teacher's instruction, an MMLU question) then costs no
-    vocabulary projection, the largest matmul of a small model, and no ``[B, T, V]`` buffer.
+    vocabulary projection, the largest matmul of a small model, and no ``[B, T, V]`` buffer. The
+    columns after ``to_column`` are not run at all: a causal model's earlier outputs do not
+    depend on them, and in a micro-batch that holds one long record they are mostly padding.
     """
-    ids = batch[f"{prefix}input_ids"]
+    ids = batch[f"{prefix}input_ids"][:, :to_column]
     keep = ids.shape[1] - from_column
     extra = {"logits_to_keep": keep} if from_column > 0 and accepts_logits_to_keep(model) else {}
-    out = model(input_ids=ids, attention_mask=batch[f"{prefix}attention_mask"], use_cache=False, **extra)
+    out = model(input_ids=ids, attention_mask=batch[f"{prefix}attention_mask"][:, :to_column], use_cache=False,
+                **extra)
     return out.logits[:, -keep:]
 
 
@@ -183,17 +192,25 @@ def first_column(mask: torch.Tensor) -> int:
     return int(columns[0]) if columns.numel() else mask.shape[1] - 1
 
 
+def last_column(mask: torch.Tensor) -> int:
+    """The last column that any row of ``mask [B, T]`` marks (``T - 1`` when none does)."""
+    columns = mask.any(dim=0).nonzero()
+    return int(columns[-1]) if columns.numel() else mask.shape[1] - 1
+
+
 def target_logits(model: Any, rows: dict[str, torch.Tensor], prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, labels)`` of ``{prefix}labels``' sequences from the column before their first target
-    token on (see :func:`causal_lm_logits`); once shifted they pair exactly as the full sequences do."""
+    token to their last one (see :func:`causal_lm_logits`); once shifted they pair exactly as the
+    full sequences do."""
     labels = rows[f"{prefix}labels"]
-    start = max(first_column(labels != IGNORE_INDEX) - 1, 0)
-    return causal_lm_logits(model, rows, prefix, from_column=start), labels[:, start:]
+    targets = labels != IGNORE_INDEX
+    start, end = max(first_column(targets) - 1, 0), last_column(targets) + 1
+    return causal_lm_logits(model, rows, prefix, from_column=start, to_column=end), labels[:, start:end]
 
 
 def masked_logits(model: Any, batch: dict[str, torch.Tensor], mask: torch.Tensor,
                   prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, mask)`` from the first column ``mask`` marks on: the rows
+    """``(logits, mask)`` from the first column ``mask`` marks to its last: the rows
     ``gather_positions(logits, mask)`` reads are those of the full sequences."""
-    start = first_column(mask)
-    return causal_lm_logits(model, batch, prefix, from_column=start), mask[:, start:]
+    start, end = first_column(mask), last_column(mask) + 1
+    return causal_lm_logits(model, batch, prefix, from_column=start, to_column=end), mask[:, start:end]

@@ -50,6 +50,7 @@ from harmonia.methods.base import (
     register_method,
 )
 from harmonia.methods.losses import PushVariant, TopK, gather_positions
+from harmonia.models.decoding import eval_mode
 
 # the teacher modules import harmonia.methods.base / losses, so they are imported as modules here
 # (not ``from ... import name``): either package may then be imported first
@@ -57,7 +58,6 @@ from harmonia.teacher import context as teacher_context
 from harmonia.teacher import report as teacher_report
 from harmonia.teacher import targets as tt
 from harmonia.teacher.config import Position, ResponseSource, TeacherConfig
-from harmonia.teacher.decoding import eval_mode
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,11 @@ class TeacherDistillation(Method):
         self.targets: dict[str, tt.DistillTarget] = {}
         self.topk: dict[str, TopK] = {}
         self.cache_keys: dict[str, str] = {}
+
+    @property
+    def reference_in_loss(self) -> bool:
+        """A cached teacher ran in ``prepare`` only; a live one runs at every step."""
+        return not self.p.cache
 
     @property
     def topk_k(self) -> int:

@@ -46,6 +46,7 @@ class IdkDPO(ForgetRetainMethod):
     needs_reference = True
     forget_name = "idkdpo"
     forget_unit = "pairs:forget"
+    reference_sequences = (CHOSEN, "")
 
     def __init__(self, params: MethodParams, ctx: MethodContext) -> None:
         super().__init__(params, ctx)
@@ -71,8 +72,5 @@ class IdkDPO(ForgetRetainMethod):
         assert isinstance(p, IdkDPOParams)
         chosen = losses.sequence_logprob(*target_logits(model, rows, CHOSEN))
         rejected = losses.sequence_logprob(*target_logits(model, rows))
-        with self.ctx.reference_model() as reference:
-            ref_chosen = losses.sequence_logprob(*target_logits(reference, rows, CHOSEN))
-            ref_rejected = losses.sequence_logprob(*target_logits(reference, rows))
-        return losses.dpo_sum(chosen, rejected, ref_chosen, ref_rejected, beta=p.beta,
-                              valid=valid_pairs(rows))
+        return losses.dpo_sum(chosen, rejected, self.reference_logprob(rows, CHOSEN), self.reference_logprob(rows),
+                              beta=p.beta, valid=valid_pairs(rows))

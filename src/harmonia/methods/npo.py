@@ -38,14 +38,14 @@ class NPO(ForgetRetainMethod):
     needs_reference = True
     forget_name = "npo"
     forget_unit = "seqs:forget"
+    reference_sequences = ("",)
 
     def forget_sum(self, model: Any, rows: Batch) -> torch.Tensor:
         p = self.params
         assert isinstance(p, NPOParams)
         policy = losses.sequence_logprob(*target_logits(model, rows))
-        with self.ctx.reference_model() as reference:
-            ref = losses.sequence_logprob(*target_logits(reference, rows))
-        return losses.npo_sum(policy, ref, beta=p.beta, valid=losses.sequence_mask(rows["labels"]))
+        return losses.npo_sum(policy, self.reference_logprob(rows), beta=p.beta,
+                              valid=losses.sequence_mask(rows["labels"]))
 
 
 @register_method

@@ -50,11 +50,18 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()
 
 
+# Settings added to a section after caches keyed on it existed: left out of the key while they
+# hold their default, so that adding them did not orphan every cached target (hours of CPU).
+KEYED_WHEN_SET: dict[type[BaseModel], tuple[str, ...]] = {TrainConfig: ("attention",)}
+
+
 def _canonical(obj: Any) -> str:
     if isinstance(obj, QARecord):
         return obj.model_dump_json()
     if isinstance(obj, BaseModel):
-        return obj.model_dump_json()
+        fields = type(obj).model_fields
+        unset = {name for name in KEYED_WHEN_SET.get(type(obj), ()) if getattr(obj, name) == fields[name].default}
+        return obj.model_dump_json(exclude=unset or None)
     if isinstance(obj, (list, tuple)):
         return "[" + ",".join(_canonical(o) for o in obj) + "]"
     return json.dumps(obj, sort_keys=True, default=str)

@@ -2,32 +2,21 @@
 
 Distillation needs the teacher's response as token ids (both sides are teacher-forced on exactly
 these ids), and the amplified teacher z_T = z_instr + alpha (z_instr - z_plain) needs the plain
-model's next-token logits at every step. Decoding runs through ``model.generate``; amplification
-is a logits processor that keeps its own cache for the plain context.
+model's next-token logits at every step. The plain teacher decodes in our own greedy loop
+(:func:`harmonia.models.decoding.greedy_tokens`); the amplified one through ``model.generate``
+with a logits processor that keeps its own cache for the plain context.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from harmonia.models.decoding import cache_argument, left_pad, positions, returned_cache
+from harmonia.models.decoding import cache_argument, greedy_tokens, left_pad, plain_greedy, positions, returned_cache
 from harmonia.progress import progress_bar
-
-
-@contextlib.contextmanager
-def eval_mode(model: Any) -> Iterator[Any]:
-    """Run ``model`` in eval mode (no dropout) and restore its previous mode afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def amplify(z_instr: Tensor, z_plain: Tensor, alpha: float) -> Tensor:
@@ -114,22 +103,27 @@ def greedy_ids(
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, mask = left_pad([encoded[i] for i in idx], pad, device)
-            processors = LogitsProcessorList()
-            if plain is not None:
-                p_ids, p_mask = left_pad([plain[i] for i in idx], pad, device)
-                processors.append(AmplifyProcessor(model, p_ids, p_mask, alpha))
-            seqs = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                num_beams=1,
-                pad_token_id=pad,
-                eos_token_id=eos,
-                logits_processor=processors,
-            )
+            if plain is None and plain_greedy(model):
+                # the plain teacher: our loop, which drops finished rows (the same tokens as generate)
+                new_ids = greedy_tokens(model, ids, mask, max_new_tokens=max_new_tokens, eos_id=eos)
+            else:
+                processors = LogitsProcessorList()
+                if plain is not None:
+                    p_ids, p_mask = left_pad([plain[i] for i in idx], pad, device)
+                    processors.append(AmplifyProcessor(model, p_ids, p_mask, alpha))
+                seqs = model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=pad,
+                    eos_token_id=eos,
+                    logits_processor=processors,
+                )
+                new_ids = seqs[:, ids.shape[1] :].tolist()
             for row, i in enumerate(idx):
-                new = seqs[row, ids.shape[1] :].tolist()
+                new = new_ids[row]
                 out[i] = new[: new.index(eos) + 1] if eos in new else new
             advance(len(idx))
     return out

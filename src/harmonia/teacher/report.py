@@ -30,9 +30,10 @@ from harmonia.data.tokens import encode_plain
 from harmonia.errors import HarmoniaError
 from harmonia.evaluation.metrics.refusal import is_refusal
 from harmonia.evaluation.metrics.rouge import rouge_l
+from harmonia.models.decoding import eval_mode
 from harmonia.teacher.config import ReportConfig, SeparationThresholds, TeacherConfig
 from harmonia.teacher.context import TeacherContext
-from harmonia.teacher.decoding import amplify, eval_mode, greedy_ids, next_token_logits
+from harmonia.teacher.decoding import amplify, greedy_ids, next_token_logits
 
 log = logging.getLogger(__name__)
 

@@ -176,23 +176,38 @@ def teacher_rows(teacher: Any, batch: dict[str, Tensor], alpha: float | None) ->
     return amplify(rows, plain, alpha)
 
 
+def plain_teacher(target: DistillTarget) -> bool:
+    """Whether the teacher sees the student's own input (a role distilled from the plain model)."""
+    return target.teacher_prompt == target.student_prompt
+
+
 @torch.no_grad()
 def compute_topk(
     teacher: Any, targets: Sequence[DistillTarget], k: int, *, alpha: float | None, batch_size: int = 8
 ) -> list[TopK]:
-    """The teacher's Top-K (descending) at every distilled position of each target, on the CPU."""
+    """The teacher's Top-K (descending) at every distilled position of each target, on the CPU.
+
+    Targets are batched by length, so batches pad little, and apart by teacher input: a record the
+    plain model teaches has amplified logits equal to its plain ones (z + alpha (z - z) = z), so
+    one forward serves it, where a batch mixed with instructed records would run two.
+    """
     device = next(teacher.parameters()).device
-    out: list[TopK] = []
-    for start in range(0, len(targets), batch_size):
-        part = targets[start : start + batch_size]
-        batch = {key: v.to(device) for key, v in collate([distill_features(t) for t in part]).items()}
-        top = teacher_topk(teacher_rows(teacher, batch, alpha).float(), k)
-        ids, values = top.ids.cpu(), top.values.cpu()
-        offset = 0
-        for t in part:
-            out.append(TopK(ids[offset : offset + t.n_positions], values[offset : offset + t.n_positions]))
-            offset += t.n_positions
-    return out
+    order = sorted(range(len(targets)), key=lambda i: (len(targets[i].teacher_prompt) + targets[i].n_positions, i))
+    out: list[TopK | None] = [None] * len(targets)
+    for group_alpha, plain in ((None, True), (alpha, False)):
+        group = [i for i in order if plain_teacher(targets[i]) == plain]
+        for start in range(0, len(group), batch_size):
+            part = group[start : start + batch_size]
+            features = [distill_features(targets[i]) for i in part]
+            batch = {key: v.to(device) for key, v in collate(features).items()}
+            top = teacher_topk(teacher_rows(teacher, batch, group_alpha).float(), k)
+            ids, values = top.ids.cpu(), top.values.cpu()
+            offset = 0
+            for i in part:
+                n = targets[i].n_positions
+                out[i] = TopK(ids[offset : offset + n], values[offset : offset + n])
+                offset += n
+    return [top for top in out if top is not None]
 
 
 # ---------------------------------------------------------------------------------------------

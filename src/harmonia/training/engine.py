@@ -54,24 +54,79 @@ def num_steps(cfg: TrainConfig, schedule: BatchSchedule) -> int:
     return max(1, math.ceil(cfg.epochs * schedule.steps_per_epoch()))
 
 
+def padded_tokens(lengths: Sequence[int], chunks: Sequence[Sequence[int]]) -> int:
+    """Tokens the forward passes of ``chunks`` (indices into ``lengths``) compute, padding included."""
+    return sum(len(c) * max(lengths[i] for i in c) for c in chunks if c)
+
+
 def split_micro_batches(lengths: Sequence[int], parts: int) -> list[list[int]]:
-    """Split the batch's indices into exactly ``parts`` chunks of similar length (sizes differ by
-    at most one).
+    """Split the batch's indices into exactly ``parts`` chunks that waste the least padding.
 
     The count is fixed so every process runs the same number of forward/backward passes each
-    step, even when anchor pairs add a record to the global batch. Indices are grouped by
-    sequence length first, so one long record (an MMLU prompt) pads one micro-batch, not all:
-    the step's gradient is the same sum whatever the grouping, since every term is normalised by
-    its count in the global batch.
+    step, even when anchor pairs add a record to the global batch. Indices are sorted by length
+    and cut into contiguous chunks: the equal split (sizes differ by at most one), unless unequal
+    chunks pad fewer tokens, as when two long MMLU prompts share a step with fourteen short
+    questions (two rows of 358 tokens and fourteen of ~90, not eight of each). No chunk pads more
+    tokens than the equal split's largest, so the memory a ``micro_batch_size`` was chosen for
+    still suffices. The step's gradient is the same sum whatever the grouping, since every term
+    is normalised by its count in the global batch.
     """
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     base, extra = divmod(len(order), parts)
+    sizes = [base + (1 if i < extra else 0) for i in range(parts)]
+    equal = _cut(order, sizes)
+    if len(order) <= parts:
+        return equal
+    cap = max(len(c) * lengths[c[-1]] for c in equal if c)
+    best = _least_padding_sizes([lengths[i] for i in order], parts, cap)
+    if best is not None and padded_tokens(lengths, _cut(order, best)) < padded_tokens(lengths, equal):
+        return _cut(order, best)
+    return equal
+
+
+def _cut(order: list[int], sizes: Sequence[int]) -> list[list[int]]:
     out, start = [], 0
-    for i in range(parts):
-        size = base + (1 if i < extra else 0)
+    for size in sizes:
         out.append(order[start:start + size])
         start += size
     return out
+
+
+def _least_padding_sizes(sorted_lengths: Sequence[int], parts: int, cap: int) -> list[int] | None:
+    """Sizes of ``parts`` non-empty contiguous chunks of ascending ``sorted_lengths`` with the fewest
+    padded tokens, each chunk at most ``cap`` padded tokens (dynamic programming; n is a batch)."""
+    n = len(sorted_lengths)
+    inf = float("inf")
+    # cost[p][j]: fewest padded tokens of the first j records in p chunks; cut[p][j]: last chunk's start
+    cost = [[inf] * (n + 1) for _ in range(parts + 1)]
+    cut = [[0] * (n + 1) for _ in range(parts + 1)]
+    cost[0][0] = 0
+    for p in range(1, parts + 1):
+        for j in range(p, n + 1):
+            for i in range(p - 1, j):
+                chunk = (j - i) * sorted_lengths[j - 1]
+                if chunk <= cap and cost[p - 1][i] + chunk < cost[p][j]:
+                    cost[p][j], cut[p][j] = cost[p - 1][i] + chunk, i
+    if cost[parts][n] == inf:
+        return None
+    sizes, j = [], n
+    for p in range(parts, 0, -1):
+        sizes.append(j - cut[p][j])
+        j = cut[p][j]
+    return sizes[::-1]
+
+
+def set_attention(model: Any, name: str | None) -> str | None:
+    """Switch ``model``'s attention kernel to ``name`` (None: leave it); returns the one it had."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    if name is None or name == before:
+        return before
+    try:
+        model.set_attn_implementation(name)
+    except (ValueError, ImportError, AttributeError) as exc:
+        raise ConfigError(f"train.attention: cannot use '{name}' for this model: {exc}") from exc
+    return before
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int) -> Any:
@@ -128,8 +183,9 @@ class Engine:
         self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=cpu,
                                        gradient_accumulation_steps=self.micro_per_process)
         torch.manual_seed(cfg.seed)
+        self._loaded_attention = set_attention(model, cfg.attention)
         model = apply_trainable(model, cfg)
-        self._frozen_reference = None
+        self._frozen_reference, self._reference_freed = None, False
         if method_cls.needs_reference and cfg.lora is None:
             self._frozen_reference = copy.deepcopy(model).eval().requires_grad_(False)
         self.model = model
@@ -142,6 +198,9 @@ class Engine:
     # -- reference model -------------------------------------------------------------------
     @contextlib.contextmanager
     def _reference(self) -> Iterator[Any]:
+        if self._reference_freed:
+            raise RuntimeError(f"method '{self.method.name}' asked for the reference model in its loss, but "
+                               "its reference_in_loss is False, so the engine freed it after prepare()")
         if self._frozen_reference is not None:
             yield self._frozen_reference
             return
@@ -158,6 +217,9 @@ class Engine:
             # Placed before ``prepare`` so teacher work done there runs on the accelerator too.
             self._frozen_reference = prepare_frozen(acc, self._frozen_reference)
         records = self.method.prepare(records)
+        if self._frozen_reference is not None and not self.method.reference_in_loss:
+            # its work is done (a teacher cache, reference log-probs): a whole model's memory back
+            self._frozen_reference, self._reference_freed = None, True
         mix = cfg.mix or self.method.default_mix or None
         if mix is None:
             outside = sorted({r.role for r in records} - set(self.method.roles))
@@ -213,6 +275,8 @@ class Engine:
                     self._save_checkpoint(step + 1, history)
         if writer is not None:
             writer.close()
+        # the caller's model object goes on (evaluation, a relearning attack) with its own kernel
+        set_attention(acc.unwrap_model(self.model), self._loaded_attention)
         result = TrainResult(run_dir=self.run_dir, steps=total, history=history,
                              seconds=time.perf_counter() - started)
         result.model_dir = self._save_final()
