@@ -5,8 +5,8 @@ Runs the forward and backward passes of the same global batches of one method of
 three settings stepped in turn (round-robin, the order rotating every round) so a busy machine
 slows all of them alike:
 
-- ``equal/sdpa``: two micro-batches of 8 records each after sorting by length, PyTorch's sdpa
-  attention (the engine before session 7);
+- ``equal/sdpa``: two micro-batches of 8 records each after sorting by length (``equal_split``),
+  PyTorch's sdpa attention (the engine before session 7);
 - ``least/sdpa``: the engine's cut that pads the fewest tokens (``split_micro_batches``);
 - ``least/eager``: that cut with eager attention (``train.attention: eager``, the demo_fast preset).
 
@@ -36,22 +36,10 @@ from harmonia.pipelines.demo import load_demo_data, plan_unlearning, select
 from harmonia.pipelines.demo_config import DemoConfig, demo_config_path
 from harmonia.pipelines.targets import prepare_model
 from harmonia.training.batching import BatchSchedule, collate
-from harmonia.training.engine import padded_tokens, split_micro_batches
+from harmonia.training.engine import equal_split, padded_tokens, split_micro_batches
 from harmonia.training.trainable import apply_trainable
 
 Split = Callable[[Sequence[int], int], list[list[int]]]
-
-
-def equal_split(lengths: Sequence[int], parts: int) -> list[list[int]]:
-    """The cut before session 7: sorted by length, sizes differing by at most one."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    base, extra = divmod(len(order), parts)
-    out, start = [], 0
-    for i in range(parts):
-        size = base + (1 if i < extra else 0)
-        out.append(order[start:start + size])
-        start += size
-    return out
 
 
 def main() -> None:

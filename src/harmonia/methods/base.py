@@ -186,16 +186,13 @@ def causal_lm_logits(model: Any, batch: dict[str, torch.Tensor], prefix: str = "
     return out.logits[:, -keep:]
 
 
-def first_column(mask: torch.Tensor) -> int:
-    """The first column that any row of ``mask [B, T]`` marks (``T - 1`` when none does)."""
+def marked_columns(mask: torch.Tensor) -> tuple[int, int]:
+    """``(first, end)``: the first column any row of ``mask [B, T]`` marks and one past the last
+    (``(T - 1, T)`` when none does)."""
     columns = mask.any(dim=0).nonzero()
-    return int(columns[0]) if columns.numel() else mask.shape[1] - 1
-
-
-def last_column(mask: torch.Tensor) -> int:
-    """The last column that any row of ``mask [B, T]`` marks (``T - 1`` when none does)."""
-    columns = mask.any(dim=0).nonzero()
-    return int(columns[-1]) if columns.numel() else mask.shape[1] - 1
+    if not columns.numel():
+        return mask.shape[1] - 1, mask.shape[1]
+    return int(columns[0]), int(columns[-1]) + 1
 
 
 def target_logits(model: Any, rows: dict[str, torch.Tensor], prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
@@ -203,8 +200,8 @@ def target_logits(model: Any, rows: dict[str, torch.Tensor], prefix: str = "") -
     token to their last one (see :func:`causal_lm_logits`); once shifted they pair exactly as the
     full sequences do."""
     labels = rows[f"{prefix}labels"]
-    targets = labels != IGNORE_INDEX
-    start, end = max(first_column(targets) - 1, 0), last_column(targets) + 1
+    first, end = marked_columns(labels != IGNORE_INDEX)
+    start = max(first - 1, 0)
     return causal_lm_logits(model, rows, prefix, from_column=start, to_column=end), labels[:, start:end]
 
 
@@ -212,5 +209,5 @@ def masked_logits(model: Any, batch: dict[str, torch.Tensor], mask: torch.Tensor
                   prefix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, mask)`` from the first column ``mask`` marks to its last: the rows
     ``gather_positions(logits, mask)`` reads are those of the full sequences."""
-    start, end = first_column(mask), last_column(mask) + 1
+    start, end = marked_columns(mask)
     return causal_lm_logits(model, batch, prefix, from_column=start, to_column=end), mask[:, start:end]

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from safetensors import safe_open
@@ -207,7 +207,10 @@ def compute_topk(
                 n = targets[i].n_positions
                 out[i] = TopK(ids[offset : offset + n], values[offset : offset + n])
                 offset += n
-    return [top for top in out if top is not None]
+    missing = [targets[i].record_id for i, top in enumerate(out) if top is None]
+    if missing:
+        raise RuntimeError(f"no Top-K computed for targets {missing}")
+    return cast(list[TopK], out)
 
 
 # ---------------------------------------------------------------------------------------------

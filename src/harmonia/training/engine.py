@@ -71,17 +71,25 @@ def split_micro_batches(lengths: Sequence[int], parts: int) -> list[list[int]]:
     still suffices. The step's gradient is the same sum whatever the grouping, since every term
     is normalised by its count in the global batch.
     """
+    equal = equal_split(lengths, parts)
+    if len(lengths) <= parts:
+        return equal
+    order = [i for chunk in equal for i in chunk]  # sorted by length
+    cap = max(len(c) * lengths[c[-1]] for c in equal if c)
+    sizes = _least_padding_sizes([lengths[i] for i in order], parts, cap)
+    if sizes is not None:
+        best = _cut(order, sizes)
+        if padded_tokens(lengths, best) < padded_tokens(lengths, equal):
+            return best
+    return equal
+
+
+def equal_split(lengths: Sequence[int], parts: int) -> list[list[int]]:
+    """The indices sorted by length, cut into ``parts`` contiguous chunks whose sizes differ by at
+    most one (the engine's cut when unequal chunks save no padding)."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     base, extra = divmod(len(order), parts)
-    sizes = [base + (1 if i < extra else 0) for i in range(parts)]
-    equal = _cut(order, sizes)
-    if len(order) <= parts:
-        return equal
-    cap = max(len(c) * lengths[c[-1]] for c in equal if c)
-    best = _least_padding_sizes([lengths[i] for i in order], parts, cap)
-    if best is not None and padded_tokens(lengths, _cut(order, best)) < padded_tokens(lengths, equal):
-        return _cut(order, best)
-    return equal
+    return _cut(order, [base + (1 if i < extra else 0) for i in range(parts)])
 
 
 def _cut(order: list[int], sizes: Sequence[int]) -> list[list[int]]:
