@@ -1,17 +1,23 @@
-"""Benchmark (not a test): what the micro-batch cut and the attention kernel cost a demo step.
+"""Benchmark (not a test): what the micro-batch cut, the attention kernel, the precision of frozen
+weights and the optimiser kernel cost a demo step.
 
 Runs the forward and backward passes of the same global batches of one method of a demo config
 (default: harmonia on ``demo_fast``, started from its cached target) in one process, under
-three settings stepped in turn (round-robin, the order rotating every round) so a busy machine
+four settings stepped in turn (round-robin, the order rotating every round) so a busy machine
 slows all of them alike:
 
 - ``equal/sdpa``: two micro-batches of 8 records each after sorting by length (``equal_split``),
   PyTorch's sdpa attention (the engine before session 7);
 - ``least/sdpa``: the engine's cut that pads the fewest tokens (``split_micro_batches``);
-- ``least/eager``: that cut with eager attention (``train.attention: eager``, the demo_fast preset).
+- ``least/eager``: that cut with eager attention (``train.attention: eager``, the demo_fast preset);
+- ``least/eager/frozen-bf16``: the frozen linear weights held in bfloat16 (``training/precision.py``,
+  the engine since session 8), which gives the same losses and gradients.
 
-No optimiser step: the settings must see the same weights. Prints seconds per setting and round
-and the ratio of each to ``equal/sdpa``, plus the padded tokens of each cut.
+No optimiser step in these: the settings must see the same weights. The optimiser is timed apart,
+on copies of the trainable weights with random gradients: AdamW's default (for-loop) kernel on CPU
+against the fused one the engine uses since session 8. Prints seconds per setting and round and
+the ratio of each to ``equal/sdpa`` (optimiser: to the for-loop kernel), plus the padded tokens of
+each cut.
 
 Usage: ``python benchmarks/bench_demo_step.py [--config demo_fast] [--method harmonia]
 [--steps 8] [--rounds 2]`` (about five minutes on two idle CPU cores with the target cached; the
@@ -24,7 +30,7 @@ import argparse
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -37,9 +43,8 @@ from harmonia.pipelines.demo_config import DemoConfig, demo_config_path
 from harmonia.pipelines.targets import prepare_model
 from harmonia.training.batching import BatchSchedule, collate
 from harmonia.training.engine import equal_split, padded_tokens, split_micro_batches
+from harmonia.training.precision import frozen_linears_in
 from harmonia.training.trainable import apply_trainable
-
-Split = Callable[[Sequence[int], int], list[list[int]]]
 
 
 def main() -> None:
@@ -79,21 +84,23 @@ def main() -> None:
         padded = sum(padded_tokens(ls, split(ls, parts)) for ls in lengths)
         print(f"{name} cut: {padded} padded tokens for {real} real ones ({padded / real:.2f}x)")
 
-    def run(split: Split, attention: str) -> float:
+    def run(split: Any, attention: str, frozen_dtype: torch.dtype | None = None) -> float:
         model.set_attn_implementation(attention)
         start = time.perf_counter()
-        for batch, ls in zip(batches, lengths, strict=True):
-            for part in split(ls, parts):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=plan.train.bf16):
-                    terms = method.loss(model, collate([batch[i] for i in part]))
-                    loss = sum(term.weight * term.total for term in terms.values())
-                loss.backward()
-            model.zero_grad(set_to_none=True)
+        with frozen_linears_in([model], frozen_dtype):
+            for batch, ls in zip(batches, lengths, strict=True):
+                for part in split(ls, parts):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=plan.train.bf16):
+                        terms = method.loss(model, collate([batch[i] for i in part]))
+                        loss = sum(term.weight * term.total for term in terms.values())
+                    loss.backward()
+                model.zero_grad(set_to_none=True)
         return time.perf_counter() - start
 
-    settings: dict[str, tuple[Split, str]] = {"equal/sdpa": (equal_split, "sdpa"),
-                                              "least/sdpa": (split_micro_batches, "sdpa"),
-                                              "least/eager": (split_micro_batches, "eager")}
+    settings: dict[str, tuple[Any, ...]] = {"equal/sdpa": (equal_split, "sdpa"),
+                                            "least/sdpa": (split_micro_batches, "sdpa"),
+                                            "least/eager": (split_micro_batches, "eager"),
+                                            "least/eager/frozen-bf16": (split_micro_batches, "eager", torch.bfloat16)}
     run(split_micro_batches, "sdpa")  # warm-up: allocator, kernels
     seconds: dict[str, list[float]] = {name: [] for name in settings}
     names = list(settings)
@@ -105,6 +112,27 @@ def main() -> None:
     for name, values in seconds.items():
         median = statistics.median(values)
         print(f"{name}: median {median:.1f} s for {args.steps} steps ({median / base:.2f}x equal/sdpa)")
+    optimiser_seconds(model, args.steps, args.rounds)
+
+
+def optimiser_seconds(model: Any, steps: int, rounds: int) -> None:
+    """AdamW steps over copies of ``model``'s trainable weights: for-loop kernel vs fused."""
+    params = [p.detach().clone().requires_grad_(True) for p in model.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(0)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=generator) * 1e-3
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for fused in (False, True):
+            optimizer = torch.optim.AdamW(params, lr=1e-4, foreach=False, fused=fused or None)
+            start = time.perf_counter()
+            for _ in range(steps):
+                optimizer.step()
+            seconds[fused].append(time.perf_counter() - start)
+    base = statistics.median(seconds[False])
+    fused = statistics.median(seconds[True])
+    print(f"AdamW for-loop: median {base:.2f} s for {steps} steps of {sum(p.numel() for p in params):,} weights; "
+          f"fused: {fused:.2f} s ({fused / base:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ from harmonia.pipelines.demo_config import demo_config_path
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default=None, help="demo config file or preset (default: the TOFU demo)")
+    parser.add_argument("--config", default="demo",
+                        help="demo config file or preset (default: demo, the 60-step profile of docs/ablations.md)")
     parser.add_argument("--steps", type=int, default=None, help="unlearning steps of every variant (default: config)")
     names = ", ".join(v.name for v in VARIANTS)
     parser.add_argument("--variants", default="", help=f"comma-separated subset of: {names}")

@@ -69,7 +69,7 @@ def test_update_does_not_depend_on_micro_batch_split(tokenizer, tmp_path, micro,
 
     # Plain SGD makes the update proportional to the gradient; Adam's first step is about
     # lr * sign(g), which turns float noise on near-zero gradients into large differences.
-    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr))
+    monkeypatch.setattr(torch.optim, "AdamW", lambda params, lr, weight_decay, **_: torch.optim.SGD(params, lr=lr))
 
     records = make_records(8)
     whole = build_tiny_model(tokenizer, seed=0)

@@ -28,6 +28,8 @@ def rec(i: int, role: str, prefill: str = "", calibration: bool = False, group: 
 
 def test_shipped_demo_config_validates():
     cfg = load_config(DemoConfig, demo_config_path(None))
+    assert demo_config_path(None) == demo_config_path("demo_fast")  # the default profile
+    assert cfg.unlearn.train.steps == 30 and cfg.unlearn.train.train_top_layers == 15
     assert cfg.unlearn.method.name == "harmonia"
     assert set(cfg.run_baselines) == {"npo", "simnpo", "duet"}
     assert cfg.teacher.calibration.enabled

@@ -41,7 +41,7 @@ def test_presets_are_listed_and_unknown_names_rejected():
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_validates_and_keeps_the_demo_pipeline(name):
-    demo = load_config(DemoConfig, demo_config_path(None))
+    demo = load_config(DemoConfig, demo_config_path("demo"))
     cfg = load_config(DemoConfig, demo_config_path(name))
     assert cfg.name != demo.name and cfg.output_dir != demo.output_dir
     # inherited through `extends`: the same method, baselines and attacks as the TOFU demo
@@ -56,7 +56,7 @@ def test_preset_validates_and_keeps_the_demo_pipeline(name):
 def test_fast_demo_prepares_the_same_target_and_evaluates_the_same_records():
     """demo_fast shares the demo's cached target, reference and calibration (their inputs are equal)
     and scores the same questions; only the unlearning budget and evaluation batching differ."""
-    demo = load_config(DemoConfig, demo_config_path(None))
+    demo = load_config(DemoConfig, demo_config_path("demo"))
     fast = load_config(DemoConfig, demo_config_path("demo_fast"))
     assert fast.output_dir != demo.output_dir
     for section in ("model", "data", "eval_data", "target", "heldout", "eval_records", "run_baselines"):
@@ -88,10 +88,10 @@ def test_missing_muse_folder_names_the_source_field_and_variable(monkeypatch, to
 
 def test_extends_merges_sections_and_rejects_cycles(tmp_path):
     child = tmp_path / "child.yaml"
-    child.write_text(yaml.safe_dump({"extends": str(demo_config_path(None)), "name": "child",
+    child.write_text(yaml.safe_dump({"extends": str(demo_config_path("demo")), "name": "child",
                                      "unlearn": {"train": {"steps": 3}}, "data": "pkg:configs/demo_data.yaml"}))
     cfg = load_config(DemoConfig, child)
-    demo = load_config(DemoConfig, demo_config_path(None))
+    demo = load_config(DemoConfig, demo_config_path("demo"))
     assert cfg.name == "child" and cfg.unlearn.train.steps == 3
     assert cfg.unlearn.train.lr == demo.unlearn.train.lr  # the rest of the section is inherited
     loop = tmp_path / "loop.yaml"
