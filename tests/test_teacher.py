@@ -515,3 +515,17 @@ def test_a_saved_report_loads_back_equal():
     report = TeacherReport("amplified", rows, plain_rows=rows, examples=[{"id": "f0", "refusal": True}],
                            calibrated=True, distilled_from={"forget": "instructed", "neighbor": "plain"})
     assert TeacherReport.from_dict(json.loads(json.dumps(report.as_dict()))) == report
+
+
+def test_a_cache_version_bump_changes_only_its_own_kind_of_key(monkeypatch):
+    """Top-K written by older code (another batching, other last bits) must be recomputed, not reused."""
+    from harmonia.teacher import targets
+
+    def keys() -> tuple[str, str]:
+        return (targets.KeyBuilder("topk").add("weights", 10, 1.0).hexdigest(),
+                targets.KeyBuilder("responses").add("weights", "amplified").hexdigest())
+
+    topk, responses = keys()
+    monkeypatch.setitem(targets.CACHE_VERSIONS, "topk", targets.CACHE_VERSIONS["topk"] + 1)
+    new_topk, new_responses = keys()
+    assert new_topk != topk and new_responses == responses

@@ -51,7 +51,11 @@ from harmonia.training.batching import collate
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+# Part of every cache key: bumped when a kind's computation changes its numbers, so a cache written
+# by older code is recomputed instead of reused. Top-K 2 (session 7): records batched by length,
+# which moves values by up to 1.5e-4 and reorders near-equal ids; a demo run on version-1 Top-K
+# gave a different prefilling row (docs/demo.md). The responses' tokens did not change.
+CACHE_VERSIONS = {"responses": 1, "topk": 2}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +322,7 @@ class KeyBuilder:
     """Incremental sha256 over JSON-able parts, so long id lists need no big intermediate string."""
 
     def __init__(self, kind: str) -> None:
-        self._h = hashlib.sha256(f"{kind}|v{CACHE_VERSION}".encode())
+        self._h = hashlib.sha256(f"{kind}|v{CACHE_VERSIONS[kind]}".encode())
 
     def add(self, *parts: Any) -> KeyBuilder:
         for part in parts:
