@@ -100,6 +100,23 @@ def test_engine_trains_to_the_same_weights_with_the_cast(tokenizer, tmp_path, mo
     assert not torch.equal(trained[1].mlp.down_proj.weight, untouched[1].mlp.down_proj.weight)
 
 
+def test_lora_base_weights_are_cast_and_the_adapters_train_the_same(tokenizer, tmp_path, monkeypatch):
+    from harmonia.config import LoraConfig
+
+    lora = {"lora": LoraConfig(r=2, alpha=4), "train_top_layers": None}
+    runs = []
+    for name, patch in (("cast", None), ("plain", monkeypatch)):
+        model = _train_sft(tokenizer, tmp_path / name, patch, **lora)
+        runs.append({n: p.detach().clone() for n, p in model.named_parameters()})
+    log = [json.loads(x) for x in (tmp_path / "cast" / "train_log.jsonl").read_text().splitlines()]
+    # the base weights of both layers' seven projections; the adapters and the tied head stay float32
+    assert {"event": "frozen_linears", "dtype": "bfloat16", "tensors": 14} in log
+    with_cast, without = runs
+    assert with_cast.keys() == without.keys() and any("lora_A" in n for n in with_cast)
+    for name in with_cast:
+        assert with_cast[name].dtype == torch.float32 and torch.equal(with_cast[name], without[name]), name
+
+
 def test_checkpoints_hold_the_float32_frozen_weights(tokenizer, tmp_path):
     model = _train_sft(tokenizer, tmp_path, checkpoint_every=1)
     saved = load_file(tmp_path / "checkpoints" / "step-2" / "model.safetensors")
