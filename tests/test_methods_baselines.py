@@ -267,6 +267,39 @@ def test_rmu_by_hand(tokenizer) -> None:
     assert (int(units["acts:forget"]), int(units["acts:retained"])) == (2, 1)
 
 
+def test_adaptive_rmu_scales_the_control_vector_by_the_frozen_forget_norm(tokenizer) -> None:
+    # Two forget records, activations of the frozen model at the steered layer (H=2):
+    # (5,6,7) reads positions 1-2 at (3,4) and (0,1): norms 5 and 1; (5,8) reads position 1 at
+    # (6,8): norm 10; its padded column and the header position hold junk the mean must skip.
+    # Mean over the 3 read positions: 16/3; the control norm is 2.5 x 16/3.
+    junk = torch.tensor([50.0, -40.0])
+    frozen = FixedActivations({(5, 6, 7): torch.stack([junk, torch.tensor([3.0, 4.0]), torch.tensor([0.0, 1.0])]),
+                               (5, 8, 0): torch.stack([junk, torch.tensor([6.0, 8.0]), junk])})
+    method = make("rmu", stub_ctx(tokenizer, reference=frozen), layer=r"model\.layers\.0",
+                  trainable_params=[r"scale"], adaptive_scale=2.5, seed=5)
+    with pytest.raises(RuntimeError, match="prepare"):
+        method.control_vector(2)
+    examples = {"a": {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 6, 7], ACT_MASK: [0, 1, 1]},
+                "b": {"input_ids": [5, 8], "attention_mask": [1, 1], "labels": [-100, 8], ACT_MASK: [0, 1]}}
+    method.encode_record = lambda record: examples[record.id]
+    forget = [QARecord(id=i, role="forget", question="q", answer="a", source="t") for i in ("a", "b")]
+    retain = QARecord(id="r", role="retain", question="q", answer="a", source="t")
+    assert method.forget_activation_norm(forget) == (approx(16 / 3), 2)
+    assert method.prepare([*forget, retain]) == [*forget, retain]
+    expected = losses.rmu_control_vector(2, 2.5 * 16 / 3, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(method.control_vector(2), expected)
+    assert float(method.control_vector(2).norm()) == approx(2.5 * 16 / 3)
+    with pytest.raises(ConfigError, match="no"):
+        method.forget_activation_norm([retain][:0])
+
+
+def test_adaptive_rmu_takes_one_norm_setting() -> None:
+    cls = get_method("rmu")
+    with pytest.raises(ConfigError, match="not both"):
+        build_params(cls, {"steering_coeff": 3.0, "adaptive_scale": 5.0})
+    assert build_params(cls, {"adaptive_scale": 5.0}).adaptive_scale == 5.0
+
+
 # ---------------------------------------------------------------------------------------------
 # Encoding
 # ---------------------------------------------------------------------------------------------
@@ -491,10 +524,11 @@ def test_idkdpo_prefers_refusal_over_gold(tiny_model, tokenizer, tmp_path) -> No
     assert margin(engine.model) > before + 0.1
 
 
-def test_rmu_steers_forget_activations_training_named_weights(tiny_model, tokenizer, tmp_path) -> None:
+@pytest.mark.parametrize("norm", [{}, {"adaptive_scale": 2.0}], ids=["fixed", "adaptive"])
+def test_rmu_steers_forget_activations_training_named_weights(tiny_model, tokenizer, tmp_path, norm) -> None:
     start = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     engine, _ = train("rmu", tiny_model, tokenizer, tmp_path, lr=5e-2, layer=r"model\.layers\.1",
-                      trainable_params=[r"model\.layers\.(0|1)\.mlp\.down_proj"])
+                      trainable_params=[r"model\.layers\.(0|1)\.mlp\.down_proj"], **norm)
     method = engine.method
     batch = collate([method.encode(r) for r in FORGET_RECORDS])
     mask = batch[ACT_MASK].bool()

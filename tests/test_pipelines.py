@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -147,7 +149,10 @@ def test_demo_evaluations_are_reused_until_the_weights_change(tmp_path, monkeypa
     renamed = demo.cached_evaluation(cfg, "npo again", model_dir, records, None, print)
     assert calls == ["npo"] and renamed.name == "npo again"  # same weights, another name: no re-evaluation
     assert EvalResults.load(tmp_path / "run" / "npo" / "results.json").name == "npo again"
-    os.utime(weights, ns=(1, 1))  # a method trained again writes new weights
+    os.utime(weights, ns=(1, 1))  # the same weights copied or converted again: same content
+    demo.cached_evaluation(cfg, "npo", model_dir, records, None, print)
+    assert calls == ["npo"]
+    weights.write_bytes(b"1")  # a method trained again writes new weights
     demo.cached_evaluation(cfg, "npo", model_dir, records, None, print)
     assert calls == ["npo", "npo"]
     demo.cached_evaluation(cfg, "npo", model_dir, [rec(1, "forget")], None, print)
@@ -188,7 +193,8 @@ def test_the_demo_teacher_report_is_computed_once_per_target_teacher_and_records
 def test_evaluations_cached_under_the_older_name_keyed_entry_are_found(tmp_path, monkeypatch):
     from harmonia.evaluation.results import EvalResults
     from harmonia.pipelines import demo
-    from harmonia.pipelines.fingerprint import fingerprint, model_dir_fingerprint
+    from harmonia.pipelines.fingerprint import fingerprint
+    from harmonia.pipelines.fingerprint import legacy_model_dir_fingerprint as model_dir_fingerprint
 
     monkeypatch.setenv("HARMONIA_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(demo, "evaluate", lambda *a, **k: pytest.fail("evaluated again"))
@@ -200,6 +206,60 @@ def test_evaluations_cached_under_the_older_name_keyed_entry_are_found(tmp_path,
     legacy = fingerprint(model_dir_fingerprint(model_dir), "npo", records, cfg.evaluation, "")[:16]
     EvalResults(name="npo", model="m").save(tmp_path / "home" / "evaluations" / f"{legacy}.json")
     assert demo.cached_evaluation(cfg, "npo", model_dir, records, None, print).model == "m"
+    assert not (tmp_path / "home" / "evaluations" / f"{legacy}.json").exists()  # moved to its content key
+    assert demo.cached_evaluation(cfg, "npo", model_dir, records, None, print).model == "m"
+
+
+def model_folder(path, weights: bytes, mtime: int):
+    path.mkdir()
+    for name, data in (("model.safetensors", weights), ("config.json", b"{}"), ("notes.md", str(mtime).encode())):
+        (path / name).write_bytes(data)
+        os.utime(path / name, ns=(mtime, mtime))
+    return path
+
+
+def test_a_model_is_fingerprinted_by_content_not_by_file_dates(tmp_path):
+    from harmonia.pipelines.fingerprint import legacy_model_dir_fingerprint, model_dir_fingerprint
+
+    a = model_folder(tmp_path / "a", b"weights", 10**18)
+    copy = model_folder(tmp_path / "copy", b"weights", 2 * 10**18)  # converted again: new dates
+    assert model_dir_fingerprint(a) == model_dir_fingerprint(copy)
+    assert legacy_model_dir_fingerprint(a) != legacy_model_dir_fingerprint(copy)  # what this replaced
+    before = model_dir_fingerprint(a)
+    (a / "model.safetensors").write_bytes(b"weighta")  # same size, rewritten: hashed again
+    os.utime(a / "model.safetensors", ns=(10**18 + 1, 10**18 + 1))
+    assert model_dir_fingerprint(a) != before
+    assert model_dir_fingerprint("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+
+
+def test_targets_and_runs_cached_under_legacy_keys_are_reused(tmp_path, monkeypatch):
+    from harmonia.config import TrainConfig
+    from harmonia.pipelines import demo, targets
+    from harmonia.pipelines.fingerprint import cached_model_run, model_keys, weights_settings
+
+    monkeypatch.setenv("HARMONIA_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(targets, "Engine", lambda *a, **k: pytest.fail("trained again"))
+    start = model_folder(tmp_path / "base", b"weights", 10**18)
+    records, train = [rec(0, "forget")], TrainConfig(epochs=1)
+    settings = weights_settings(train.model_copy(update={"output_dir": None, "save": "merged"}))
+    key, legacy = model_keys(start, "target-sft", records, settings)
+    assert key != legacy
+    (cached_model_run("target-sft", legacy) / "model").mkdir(parents=True)
+    (cached_model_run("target-sft", legacy) / "model" / "config.json").write_text("{}")
+    model_dir, cached, _ = targets._train_stage("target-sft", start, records, train, print)
+    assert cached and model_dir == cached_model_run("target-sft", key) / "model"
+    assert not cached_model_run("target-sft", legacy).exists()
+
+    # an unlearning run whose key file holds the legacy key: reused, and its key file rewritten
+    monkeypatch.setattr(demo, "load_model", lambda *a, **k: pytest.fail("trained again"))
+    cfg = load_config(DemoConfig, demo_config_path(None), [f"output_dir={tmp_path / 'run'}"])
+    plan = demo.plan_unlearning(cfg, cfg.method_config("npo"), start, records, main=False)
+    run_dir = tmp_path / "run" / "npo"
+    (run_dir / "model").mkdir(parents=True)
+    (run_dir / "model" / "config.json").write_text("{}")
+    (run_dir / "unlearn_key.txt").write_text(plan.legacy_key + "\n")
+    assert demo.unlearn(cfg, cfg.method_config("npo"), start, records, run_dir, main=False) == run_dir / "model"
+    assert (run_dir / "unlearn_key.txt").read_text().strip() == plan.key != plan.legacy_key
 
 
 def test_demo_config_rejects_a_method_that_cannot_take_its_prefilled_records():
@@ -256,3 +316,28 @@ def test_a_few_shot_teacher_is_never_evaluated_on_its_demonstrations(tokenizer):
     context.check_not_demonstrations(select(evaluation, cfg.unlearn.teacher_report_records))  # no error
     instructed = load_config(DemoConfig, demo_config_path(None), [])
     assert demo_pools(instructed, records, log=lambda *_: None)[1] == demo_pools(instructed, records)[1]
+
+
+def test_a_baseline_may_set_its_own_learning_rate_and_nothing_else_of_the_budget(tmp_path):
+    from harmonia.config import MethodConfig
+    from harmonia.pipelines import demo
+    from harmonia.pipelines.demo_config import BaselineConfig
+    from harmonia.pipelines.fingerprint import fingerprint
+
+    start = model_folder(tmp_path / "base", b"weights", 10**18)
+    records = [rec(0, "forget"), rec(1, "retain")]
+    cfg = load_config(DemoConfig, demo_config_path(None), ["baselines.duet.lr=3.0e-4"])
+    main = demo.plan_unlearning(cfg, cfg.unlearn.method, start, records, main=True)
+    duet = demo.plan_unlearning(cfg, cfg.method_config("duet"), start, records, main=False)
+    ga = demo.plan_unlearning(cfg, cfg.method_config("ga"), start, records, main=False)  # no entry
+    assert (duet.train.lr, ga.train.lr, main.train.lr) == (3.0e-4, cfg.unlearn.train.lr, cfg.unlearn.train.lr)
+    assert duet.train.lr != main.train.lr
+    assert (duet.train.steps, duet.train.batch_size) == (main.train.steps, main.train.batch_size)
+    other = load_config(DemoConfig, demo_config_path(None), ["baselines.duet.lr=1.0e-4"])
+    assert demo.plan_unlearning(other, other.method_config("duet"), start, records, main=False).key != duet.key
+    # an entry without lr keys its run as before the setting existed (cached runs stay valid)
+    entry = {"name": "duet", "params": {"cache": True}}
+    assert fingerprint(BaselineConfig(**entry)) == fingerprint(MethodConfig(**entry))
+    assert fingerprint(BaselineConfig(**entry, lr=1e-4)) != fingerprint(MethodConfig(**entry))
+    with pytest.raises(ConfigError, match=r"baselines\.duet\.lr"):
+        load_config(DemoConfig, demo_config_path(None), ["baselines.duet.lr=0"])

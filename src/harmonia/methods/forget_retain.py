@@ -9,7 +9,7 @@ micro-batch (the engine logs every term at every step, so the set of keys must n
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -181,21 +181,30 @@ class ForgetRetainMethod(Method):
         return losses.nll_sum(*target_logits(model, rows))
 
 
-def reference_logprobs(ctx: MethodContext, examples: dict[str, Example], prefixes: Sequence[str], *,
-                       batch_size: int = 16) -> dict[str, dict[str, float]]:
-    """``{record id: {prefix: log pi_ref}}`` of the ``{prefix}`` sequences of ``examples``, in batches of
-    similar length (the order, hence the values, does not depend on the number of processes)."""
+def reference_batches(ctx: MethodContext, examples: dict[str, Example], *,
+                      batch_size: int = 16) -> Iterator[tuple[Any, list[str], Batch]]:
+    """``(reference, ids, batch)`` over ``examples`` in batches of similar length, the reference in
+    eval mode and each batch on its device (consume it whole: the reference stays switched in until
+    the last batch). The order, hence every value computed from it, does not depend on the number
+    of processes."""
     order = sorted(examples, key=lambda i: (len(examples[i]["input_ids"]), i))
-    out: dict[str, dict[str, float]] = {i: {} for i in order}
     with ctx.reference_model() as reference, eval_mode(reference):
         device = next(reference.parameters()).device
         for start in range(0, len(order), batch_size):
             part = order[start:start + batch_size]
-            batch = {k: v.to(device) for k, v in collate([examples[i] for i in part]).items()}
-            for prefix in prefixes:
-                scores = losses.sequence_logprob(*target_logits(reference, batch, prefix))
-                for i, score in zip(part, scores.tolist(), strict=True):
-                    out[i][prefix] = score
+            yield reference, part, {k: v.to(device) for k, v in collate([examples[i] for i in part]).items()}
+
+
+@torch.no_grad()
+def reference_logprobs(ctx: MethodContext, examples: dict[str, Example],
+                       prefixes: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{record id: {prefix: log pi_ref}}`` of the ``{prefix}`` sequences of ``examples``."""
+    out: dict[str, dict[str, float]] = {i: {} for i in examples}
+    for reference, part, batch in reference_batches(ctx, examples):
+        for prefix in prefixes:
+            scores = losses.sequence_logprob(*target_logits(reference, batch, prefix))
+            for i, score in zip(part, scores.tolist(), strict=True):
+                out[i][prefix] = score
     return out
 
 

@@ -7,6 +7,13 @@ data they are held at the frozen model's activations, with weight ``alpha`` (her
 parameters ``mlp.down_proj`` of layers 5-7, steering coefficient 6.5, alpha 1200; both scale
 with the model's activation norms, so tune them for other models.
 
+Adaptive RMU (Dang et al. 2025, arXiv 2408.06223) sets the control vector's norm from the model
+instead: ``adaptive_scale`` (their beta, 5 in their code) times the frozen model's mean activation
+norm at the steered layer on the forget records, measured once before training. At 6.5 the
+paper's fixed coefficient is a few percent of the norms of a 135M model's middle layers (~190 at
+layer 17 of SmolLM2-135M): the forget term then asks for near-zero activations, which the retain
+term (x1200) forbids, and nothing is unlearnt (docs/demo.md).
+
 Layer and parameters are chosen by name pattern (a regular expression matching the end of a
 dotted module/parameter name), not position, so the same config works under LoRA or DDP
 wrappers, whose names add a prefix. The activations are captured by a forward hook.
@@ -22,26 +29,37 @@ between them); ``'sequence'`` uses all non-padding tokens, as WMDP does.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 from collections.abc import Iterator
 from typing import Any, ClassVar, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from harmonia.data.schema import ROLES, QARecord
 from harmonia.errors import ConfigError
 from harmonia.methods import losses
 from harmonia.methods.base import Example, MethodContext, MethodParams, register_method
 from harmonia.methods.encoding import encode_qa
-from harmonia.methods.forget_retain import RETAINED, Batch, ForgetRetainMethod, RetainParams, role_rows
+from harmonia.methods.forget_retain import (
+    RETAINED,
+    Batch,
+    ForgetRetainMethod,
+    RetainParams,
+    reference_batches,
+    role_rows,
+)
 from harmonia.models.chat import render_prompt
 
 ACT_MASK = "act_mask"
+log = logging.getLogger(__name__)
 
 
 class RMUParams(RetainParams):
-    steering_coeff: float = Field(6.5, gt=0, description="norm of the control vector")
+    steering_coeff: float = Field(6.5, gt=0, description="norm of the control vector (fixed RMU)")
+    adaptive_scale: float | None = Field(None, gt=0, description="Adaptive RMU: the control vector's norm is this "
+                                         "multiple of the frozen model's mean activation norm on the forget records")
     retain_weight: float = Field(1200.0, ge=0, description="alpha: weight of the retain activation term")
     layer: str = Field(r"model\.layers\.7", description="regex of the decoder layer whose output is steered")
     trainable_params: list[str] = Field(default_factory=lambda: [r"model\.layers\.(5|6|7)\.mlp\.down_proj"],
@@ -54,6 +72,12 @@ class RMUParams(RetainParams):
     def _layer_regex(cls, v: str) -> str:
         _compile(v)
         return v
+
+    @model_validator(mode="after")
+    def _one_norm(self) -> RMUParams:
+        if self.adaptive_scale is not None and "steering_coeff" in self.model_fields_set:
+            raise ValueError("set steering_coeff (fixed RMU) or adaptive_scale (adaptive RMU), not both")
+        return self
 
     @field_validator("trainable_params")
     @classmethod
@@ -154,9 +178,37 @@ class RMU(ForgetRetainMethod):
     def control_vector(self, hidden: int) -> torch.Tensor:
         """The run's fixed control vector ``[hidden]`` (float32, CPU), drawn on first use."""
         if self._control is None:
-            generator = torch.Generator().manual_seed(self.rmu.seed)
-            self._control = losses.rmu_control_vector(hidden, self.rmu.steering_coeff, generator)
+            if self.rmu.adaptive_scale is not None:
+                raise RuntimeError("adaptive RMU: prepare() measures the control vector's norm before training")
+            self._control = self._draw(hidden, self.rmu.steering_coeff)
         return self._control
+
+    def _draw(self, hidden: int, norm: float) -> torch.Tensor:
+        return losses.rmu_control_vector(hidden, norm, torch.Generator().manual_seed(self.rmu.seed))
+
+    def prepare(self, records: list[QARecord]) -> list[QARecord]:
+        records = super().prepare(records)
+        if self.rmu.adaptive_scale is not None:
+            norm, hidden = self.forget_activation_norm([r for r in records if r.role == "forget"])
+            self._control = self._draw(hidden, self.rmu.adaptive_scale * norm)
+            log.info("adaptive RMU: forget activation norm %.4g at %s, control norm %.4g",
+                     norm, self.rmu.layer, self.rmu.adaptive_scale * norm)
+        return records
+
+    @torch.no_grad()
+    def forget_activation_norm(self, forget: list[QARecord]) -> tuple[float, int]:
+        """Mean L2 norm of the frozen model's steered-layer activations over the positions of the
+        forget records that the forget term reads, and the hidden size."""
+        if not forget:
+            raise ConfigError("adaptive RMU measures its control norm on forget records; there are none")
+        total, count, hidden = 0.0, 0, 0
+        examples = {r.id: self.encode_record(r) for r in forget}
+        for reference, _, batch in reference_batches(self.ctx, examples):
+            acts = self.activations(reference, batch)
+            mask = batch[ACT_MASK].bool()
+            total += float(acts.float().norm(dim=-1)[mask].double().sum())
+            count, hidden = count + int(mask.sum()), acts.shape[-1]
+        return total / count, hidden
 
     def encode_record(self, record: QARecord) -> Example:
         example = encode_qa(record, self.ctx)

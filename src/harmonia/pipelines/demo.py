@@ -27,7 +27,7 @@ from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
 from harmonia.methods.base import Method, MethodParams, build_params, get_method
 from harmonia.models import LoadedModel, load_model
 from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig, check_methods
-from harmonia.pipelines.fingerprint import fingerprint, finished_model, model_dir_fingerprint
+from harmonia.pipelines.fingerprint import adopt_legacy, finished_model, model_keys
 from harmonia.pipelines.targets import prepare_model
 from harmonia.teacher.context import TeacherContext, build_context, instructed_system_prompt
 from harmonia.teacher.report import TeacherReport, check_separation, compute_teacher_report, format_report
@@ -184,12 +184,15 @@ class UnlearnPlan:
     train: TrainConfig
     records: list[QARecord]
     key: str
+    legacy_key: str = ""
+    """The key the run had before content fingerprints (a run folder keyed on it is reused)."""
 
 
 def plan_unlearning(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: Sequence[QARecord],
                     *, main: bool) -> UnlearnPlan:
-    """The run :func:`unlearn` would train. Baselines keep the step budget, batch size and learning
-    rate of the main method; their role mix is the main mix restricted to the roles they train on."""
+    """The run :func:`unlearn` would train. Baselines keep the step budget and batch size of the main
+    method, and its learning rate unless their entry sets one (``baselines.<label>.lr``); their role
+    mix is the main mix restricted to the roles they train on."""
     cls = get_method(method_cfg.name)
     params = dict(method_cfg.params)
     if "teacher" in cls.Params.model_fields and "teacher" not in params:
@@ -200,11 +203,12 @@ def plan_unlearning(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, reco
     train = cfg.unlearn.train
     if not main:
         mix = {role: w for role, w in train.mix.items() if role in roles} or dict(cls.default_mix)
-        train = train.model_copy(update={"mix": mix})
+        lr = getattr(method_cfg, "lr", None) or train.lr
+        train = train.model_copy(update={"mix": mix, "lr": lr})
         roles = set(mix)
     usable = [r for r in records if r.role in roles]
-    key = fingerprint(model_dir_fingerprint(start), method_cfg, params.get("teacher", {}), train, usable)[:16]
-    return UnlearnPlan(cls, method_params, train, usable, key)
+    key, legacy = model_keys(start, method_cfg, params.get("teacher", {}), train, usable)
+    return UnlearnPlan(cls, method_params, train, usable, key, legacy)
 
 
 def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: list[QARecord], run_dir: Path,
@@ -212,8 +216,12 @@ def unlearn(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, records: lis
     """Train a method from the target on ``records`` (see :func:`plan_unlearning`); returns its model."""
     plan = plan_unlearning(cfg, method_cfg, start, records, main=main)
     key_file = run_dir / "unlearn_key.txt"
-    if key_file.is_file() and key_file.read_text().strip() == plan.key and finished_model(run_dir):
-        return run_dir / "model"
+    if key_file.is_file() and finished_model(run_dir):
+        found = key_file.read_text().strip()
+        if found == plan.legacy_key:
+            write_text_atomic(key_file, plan.key + "\n")
+        if found in (plan.key, plan.legacy_key):
+            return run_dir / "model"
     model = load_model(str(start))
     # The teacher report was computed once for the demo (teacher_report.json), not again per method.
     engine = Engine(plan.train, plan.method, plan.params, model.model, model.tokenizer, run_dir,
@@ -228,9 +236,11 @@ def cached_teacher_report(cfg: DemoConfig, target_dir: Path, context: TeacherCon
                           records: list[QARecord], log: Log) -> TeacherReport:
     """The teacher report of the target under ``context``; computed once per target weights,
     teacher settings (mode, template, calibration, report options), instruction and records."""
-    key = fingerprint(model_dir_fingerprint(target_dir), cfg.teacher, context.system,
-                      list(context.demonstrations), [list(turn) for turn in context.history], records)[:16]
-    path = harmonia_home() / "teacher_reports" / f"{key}.json"
+    key, legacy = model_keys(target_dir, cfg.teacher, context.system, list(context.demonstrations),
+                             [list(turn) for turn in context.history], records)
+    folder = harmonia_home() / "teacher_reports"
+    path = folder / f"{key}.json"
+    adopt_legacy(path, folder / f"{legacy}.json")
     if path.is_file():
         log(f"   teacher report: cached {path}")
         return TeacherReport.from_dict(json.loads(path.read_text()))
@@ -249,16 +259,17 @@ def cached_evaluation(cfg: DemoConfig, name: str, model_dir: Path, records: list
     ablation's base and the demo's method row) are evaluated once and renamed on load.
     """
     eval_cfg = eval_cfg or cfg.evaluation
-    weights = model_dir_fingerprint(model_dir)
     reference = target.model_dump_json() if target is not None else ""
     folder = harmonia_home() / "evaluations"
-    path = folder / f"{fingerprint(weights, records, eval_cfg, reference)[:16]}.json"
-    # evaluations cached before the name left the key; same weights, records and settings
-    legacy = folder / f"{fingerprint(weights, name, records, eval_cfg, reference)[:16]}.json"
-    found = next((f for f in (path, legacy) if f.is_file()), None)
-    if found is not None:
-        log(f"   {name}: cached evaluation {found}")
-        results = EvalResults.load(found).model_copy(update={"name": name})
+    key, legacy = model_keys(model_dir, records, eval_cfg, reference)
+    path = folder / f"{key}.json"
+    # evaluations cached before content fingerprints, or before the name left the key
+    named = model_keys(model_dir, name, records, eval_cfg, reference)[1]
+    for old in (legacy, named):
+        adopt_legacy(path, folder / f"{old}.json")
+    if path.is_file():
+        log(f"   {name}: cached evaluation {path}")
+        results = EvalResults.load(path).model_copy(update={"name": name})
     else:
         results = evaluate(str(model_dir), records, eval_cfg, name=name, reference=target, out=path)
     # the run folder's copy carries this row's name, also when the evaluation came from the cache

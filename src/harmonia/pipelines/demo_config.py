@@ -36,9 +36,18 @@ class UnlearnStage(Section):
     teacher_report_records: SelectionConfig = Field(default_factory=SelectionConfig)
 
 
+class BaselineConfig(MethodConfig):
+    """A baseline's method and params, and optionally its own learning rate. Steps, batch and
+    records stay the unlearning stage's: the same budget, each method at a rate it trains well at
+    (a rate tuned for one loss can wreck another: docs/demo.md)."""
+
+    lr: float | None = Field(None, gt=0, description="learning rate of this baseline (default: unlearn.train.lr)")
+
+
 class DemoConfig(Section):
     """Every stage of the demo. Baselines share the unlearning stage's train settings and records,
-    so all methods get the same step budget; a baseline entry only sets its method params."""
+    so all methods get the same step budget; a baseline entry sets its method params and may set
+    its own learning rate."""
 
     name: str = "tofu-demo"
     output_dir: Path = Path("runs/demo")
@@ -48,7 +57,7 @@ class DemoConfig(Section):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     target: TrainConfig
     unlearn: UnlearnStage = Field(default_factory=UnlearnStage)
-    baselines: dict[str, MethodConfig] = Field(default_factory=dict)
+    baselines: dict[str, BaselineConfig] = Field(default_factory=dict)
     run_baselines: list[str] = Field(default_factory=lambda: ["npo", "simnpo", "duet"])
     in_context_row: bool = Field(True, description="also evaluate the instructed target (no training)")
     evaluation: EvalConfig = Field(default_factory=EvalConfig)
@@ -74,9 +83,9 @@ class DemoConfig(Section):
         check_methods(self, self.run_baselines)
         return self
 
-    def method_config(self, label: str) -> MethodConfig:
+    def method_config(self, label: str) -> BaselineConfig:
         """A baseline's method settings: its entry in ``baselines``, else the method of that name."""
-        return self.baselines.get(label, MethodConfig(name=label))
+        return self.baselines.get(label, BaselineConfig(name=label))
 
 
 def check_methods(cfg: DemoConfig, baselines: list[str]) -> None:

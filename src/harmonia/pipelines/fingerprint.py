@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +15,68 @@ from harmonia.config import TrainConfig
 from harmonia.data.schema import QARecord
 from harmonia.io import harmonia_home
 
+MODEL_FILES = (".safetensors", ".json", ".bin")
+
 
 def model_dir_fingerprint(path: str | Path) -> str:
-    """Identify a local model directory by its weight files' names, sizes and mtimes (cheap, no read)."""
+    """Identify a local model directory by the content of its weight and config files.
+
+    Content, not file dates: a model converted or copied again (the embedded GGUF converted in a
+    new ``$HARMONIA_HOME``, a cache restored by ``cp``) keys the same targets, evaluations and
+    runs, which would otherwise be recomputed (an hour of CPU for the demo's targets). Each file is
+    hashed once per process while its size and mtime stay the same (~0.3 s per 540 MB file here).
+    """
     p = Path(path)
     if not p.is_dir():
         return str(path)  # a hub id: its name is the identity
-    parts = sorted(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
-                   for f in p.iterdir() if f.suffix in {".safetensors", ".json", ".bin"})
+    h = hashlib.sha256()
+    for f in _model_files(p):
+        stat = f.stat()
+        h.update(f"{f.name}:{_file_digest(str(f.resolve()), stat.st_size, stat.st_mtime_ns)}\n".encode())
+    return h.hexdigest()
+
+
+def legacy_model_dir_fingerprint(path: str | Path) -> str:
+    """The fingerprint before content hashing (names, sizes and mtimes): caches keyed on it are
+    still found (:func:`model_keys`) and moved to their content key."""
+    p = Path(path)
+    if not p.is_dir():
+        return str(path)
+    parts = sorted(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in _model_files(p))
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _model_files(p: Path) -> list[Path]:
+    return sorted((f for f in p.iterdir() if f.suffix in MODEL_FILES and f.is_file()), key=lambda f: f.name)
+
+
+@functools.lru_cache(maxsize=256)
+def _file_digest(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime are part of the memo key only: a file rewritten in place is hashed again
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_keys(path: str | Path, *parts: Any) -> tuple[str, str]:
+    """16-hex cache keys of what the model at ``path`` and ``parts`` produce: the content key, then
+    the legacy key that caches written before it carry (see :func:`adopt_legacy`)."""
+    return (fingerprint(model_dir_fingerprint(path), *parts)[:16],
+            fingerprint(legacy_model_dir_fingerprint(path), *parts)[:16])
+
+
+def adopt_legacy(current: Path, legacy: Path) -> bool:
+    """Move a cache entry found under its legacy key to ``current``; whether one was moved.
+
+    A rename keeps the files' mtimes, so the legacy keys of what was made from them still match.
+    """
+    if current.exists() or not legacy.exists() or legacy == current:
+        return False
+    current.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(legacy, current)
+    return True
 
 
 def weights_settings(train: TrainConfig) -> TrainConfig:
@@ -50,9 +105,13 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()
 
 
-# Settings added to a section after caches keyed on it existed: left out of the key while they
-# hold their default, so that adding them did not orphan every cached target (hours of CPU).
-KEYED_WHEN_SET: dict[type[BaseModel], tuple[str, ...]] = {TrainConfig: ("attention",)}
+@functools.cache
+def _keyed_when_set() -> dict[type[BaseModel], tuple[str, ...]]:
+    """Settings added to a section after caches keyed on it existed: left out of the key while they
+    hold their default, so that adding them did not orphan every cached target (hours of CPU)."""
+    from harmonia.pipelines.demo_config import BaselineConfig
+
+    return {TrainConfig: ("attention",), BaselineConfig: ("lr",)}
 
 
 def _canonical(obj: Any) -> str:
@@ -60,7 +119,7 @@ def _canonical(obj: Any) -> str:
         return obj.model_dump_json()
     if isinstance(obj, BaseModel):
         fields = type(obj).model_fields
-        unset = {name for name in KEYED_WHEN_SET.get(type(obj), ()) if getattr(obj, name) == fields[name].default}
+        unset = {name for name in _keyed_when_set().get(type(obj), ()) if getattr(obj, name) == fields[name].default}
         return obj.model_dump_json(exclude=unset or None)
     if isinstance(obj, (list, tuple)):
         return "[" + ",".join(_canonical(o) for o in obj) + "]"

@@ -21,13 +21,7 @@ from harmonia.config import TrainConfig
 from harmonia.data.schema import QARecord
 from harmonia.io import write_json_atomic
 from harmonia.methods.base import MethodParams
-from harmonia.pipelines.fingerprint import (
-    cached_model_run,
-    fingerprint,
-    finished_model,
-    model_dir_fingerprint,
-    weights_settings,
-)
+from harmonia.pipelines.fingerprint import adopt_legacy, cached_model_run, finished_model, model_keys, weights_settings
 from harmonia.teacher.calibration import (
     InstructedSFT,
     build_calibration_records,
@@ -76,8 +70,9 @@ def _train_stage(stage: str, start: Path | str, train_records: list[QARecord], t
     from harmonia.models import load_model
 
     train = train.model_copy(update={"output_dir": None, "save": "merged"})
-    key = fingerprint(model_dir_fingerprint(start), stage, train_records, weights_settings(train))[:16]
+    key, legacy = model_keys(start, stage, train_records, weights_settings(train))
     run_dir = cached_model_run(stage, key)
+    adopt_legacy(run_dir, cached_model_run(stage, legacy))
     if finished_model(run_dir):
         log(f"   {stage}: cached at {run_dir / 'model'}")
         return run_dir / "model", True, 0.0

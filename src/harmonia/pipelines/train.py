@@ -12,21 +12,15 @@ from harmonia.io import write_text_atomic
 from harmonia.methods.base import build_params, get_method
 from harmonia.models import load_model
 from harmonia.pipelines.config import RunConfig
-from harmonia.pipelines.fingerprint import (
-    cached_model_run,
-    fingerprint,
-    finished_model,
-    model_dir_fingerprint,
-    weights_settings,
-)
+from harmonia.pipelines.fingerprint import adopt_legacy, cached_model_run, finished_model, model_keys, weights_settings
 from harmonia.pipelines.records import load_run_records
 from harmonia.training.engine import Engine, TrainResult
 
 
-def target_key(cfg: RunConfig, records: list[QARecord], model_path: str) -> str:
-    """Hash of what determines a fine-tuned target: base weights, data and training settings."""
-    return fingerprint(model_dir_fingerprint(model_path), cfg.model, records, weights_settings(cfg.train),
-                       cfg.method)[:16]
+def target_keys(cfg: RunConfig, records: list[QARecord], model_path: str) -> tuple[str, str]:
+    """Hashes of what determines a fine-tuned target (base weights, data and training settings):
+    the content key and the legacy one (:func:`~harmonia.pipelines.fingerprint.model_keys`)."""
+    return model_keys(model_path, cfg.model, records, weights_settings(cfg.train), cfg.method)
 
 
 def run_training(cfg: RunConfig, *, resume: bool = False, cache_targets: bool = False,
@@ -43,7 +37,9 @@ def run_training(cfg: RunConfig, *, resume: bool = False, cache_targets: bool = 
     if cfg.train.output_dir is not None:
         run_dir = Path(cfg.train.output_dir)
     elif cache_targets:
-        run_dir = cached_model_run(cfg.name, target_key(cfg, records, loaded.path))
+        key, legacy = target_keys(cfg, records, loaded.path)
+        run_dir = cached_model_run(cfg.name, key)
+        adopt_legacy(run_dir, cached_model_run(cfg.name, legacy))
     else:
         run_dir = Path("runs") / cfg.name
     if cache_targets and finished_model(run_dir) and not resume:
