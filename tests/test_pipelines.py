@@ -341,3 +341,7 @@ def test_a_baseline_may_set_its_own_learning_rate_and_nothing_else_of_the_budget
     assert fingerprint(BaselineConfig(**entry, lr=1e-4)) != fingerprint(MethodConfig(**entry))
     with pytest.raises(ConfigError, match=r"baselines\.duet\.lr"):
         load_config(DemoConfig, demo_config_path(None), ["baselines.duet.lr=0"])
+    # a label with no entry yet names its method: the rate tunes BiLD, not plain SFT under "bild"
+    tuned = load_config(DemoConfig, demo_config_path(None), ["baselines.bild.lr=1.0e-3"])
+    bild = demo.plan_unlearning(tuned, tuned.method_config("bild"), start, records, main=False)
+    assert (bild.method.name, bild.train.lr) == ("bild", 1.0e-3)

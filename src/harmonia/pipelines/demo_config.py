@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
@@ -69,6 +70,16 @@ class DemoConfig(Section):
     heldout_seed: int = 0
 
     _data = field_validator("data", "eval_data", mode="before")(coerce_data_config)
+
+    @field_validator("baselines", mode="before")
+    @classmethod
+    def _named_by_label(cls, v: Any) -> Any:
+        # An entry without a method name runs the method its label names: `baselines.bild.lr=...`
+        # must tune BiLD, not train plain SFT (MethodConfig's default name) under the label "bild".
+        if isinstance(v, dict):
+            return {label: {"name": label, **entry} if isinstance(entry, dict) and "name" not in entry else entry
+                    for label, entry in v.items()}
+        return v
 
     @field_validator("heldout")
     @classmethod
