@@ -7,7 +7,7 @@ of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -37,6 +37,9 @@ class LoraConfig(Section):
 
 class TrainConfig(Section):
     """Engine settings shared by every method (fine-tuning and unlearning alike)."""
+
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("attention",)
+    """Added after cached targets keyed on this section existed (see ``pipelines.fingerprint``)."""
 
     output_dir: Path | None = None
     seed: int = 0

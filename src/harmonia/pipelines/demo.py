@@ -27,7 +27,14 @@ from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
 from harmonia.methods.base import Method, MethodParams, build_params, get_method
 from harmonia.models import LoadedModel, load_model
 from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig, check_methods
-from harmonia.pipelines.fingerprint import adopt_legacy, finished_model, model_keys
+from harmonia.pipelines.fingerprint import (
+    adopt_legacy,
+    cache_path,
+    fingerprint,
+    finished_model,
+    legacy_model_dir_fingerprint,
+    model_keys,
+)
 from harmonia.pipelines.targets import prepare_model
 from harmonia.teacher.context import TeacherContext, build_context, instructed_system_prompt
 from harmonia.teacher.report import TeacherReport, check_separation, compute_teacher_report, format_report
@@ -236,11 +243,9 @@ def cached_teacher_report(cfg: DemoConfig, target_dir: Path, context: TeacherCon
                           records: list[QARecord], log: Log) -> TeacherReport:
     """The teacher report of the target under ``context``; computed once per target weights,
     teacher settings (mode, template, calibration, report options), instruction and records."""
-    key, legacy = model_keys(target_dir, cfg.teacher, context.system, list(context.demonstrations),
-                             [list(turn) for turn in context.history], records)
     folder = harmonia_home() / "teacher_reports"
-    path = folder / f"{key}.json"
-    adopt_legacy(path, folder / f"{legacy}.json")
+    path = cache_path(lambda key: folder / f"{key}.json", target_dir, cfg.teacher, context.system,
+                      list(context.demonstrations), [list(turn) for turn in context.history], records)
     if path.is_file():
         log(f"   teacher report: cached {path}")
         return TeacherReport.from_dict(json.loads(path.read_text()))
@@ -261,12 +266,10 @@ def cached_evaluation(cfg: DemoConfig, name: str, model_dir: Path, records: list
     eval_cfg = eval_cfg or cfg.evaluation
     reference = target.model_dump_json() if target is not None else ""
     folder = harmonia_home() / "evaluations"
-    key, legacy = model_keys(model_dir, records, eval_cfg, reference)
-    path = folder / f"{key}.json"
-    # evaluations cached before content fingerprints, or before the name left the key
-    named = model_keys(model_dir, name, records, eval_cfg, reference)[1]
-    for old in (legacy, named):
-        adopt_legacy(path, folder / f"{old}.json")
+    # evaluations cached before content fingerprints, also those from before the name left the key
+    path = cache_path(lambda key: folder / f"{key}.json", model_dir, records, eval_cfg, reference)
+    named = fingerprint(legacy_model_dir_fingerprint(model_dir), name, records, eval_cfg, reference)[:16]
+    adopt_legacy(path, folder / f"{named}.json")
     if path.is_file():
         log(f"   {name}: cached evaluation {path}")
         results = EvalResults.load(path).model_copy(update={"name": name})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -43,6 +43,8 @@ class BaselineConfig(MethodConfig):
     (a rate tuned for one loss can wreck another: docs/demo.md)."""
 
     lr: float | None = Field(None, gt=0, description="learning rate of this baseline (default: unlearn.train.lr)")
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("lr",)
+    """Added after cached runs keyed on this section existed (see ``pipelines.fingerprint``)."""
 
 
 class DemoConfig(Section):

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,24 @@ def model_keys(path: str | Path, *parts: Any) -> tuple[str, str]:
             fingerprint(legacy_model_dir_fingerprint(path), *parts)[:16])
 
 
-def adopt_legacy(current: Path, legacy: Path) -> bool:
-    """Move a cache entry found under its legacy key to ``current``; whether one was moved.
+def adopt_legacy(current: Path, legacy: Path) -> None:
+    """Move a cache entry found under its legacy key to ``current`` (when nothing is there yet).
 
     A rename keeps the files' mtimes, so the legacy keys of what was made from them still match.
     """
     if current.exists() or not legacy.exists() or legacy == current:
-        return False
+        return
     current.parent.mkdir(parents=True, exist_ok=True)
     os.replace(legacy, current)
-    return True
+
+
+def cache_path(locate: Callable[[str], Path], model: str | Path, *parts: Any) -> Path:
+    """``locate(key)`` for the content key of what the model at ``model`` and ``parts`` produce, an
+    entry found under the legacy key (:func:`model_keys`) moved there first."""
+    key, legacy = model_keys(model, *parts)
+    current = locate(key)
+    adopt_legacy(current, locate(legacy))
+    return current
 
 
 def weights_settings(train: TrainConfig) -> TrainConfig:
@@ -105,21 +114,16 @@ def fingerprint(*parts: Any) -> str:
     return h.hexdigest()
 
 
-@functools.cache
-def _keyed_when_set() -> dict[type[BaseModel], tuple[str, ...]]:
-    """Settings added to a section after caches keyed on it existed: left out of the key while they
-    hold their default, so that adding them did not orphan every cached target (hours of CPU)."""
-    from harmonia.pipelines.demo_config import BaselineConfig
-
-    return {TrainConfig: ("attention",), BaselineConfig: ("lr",)}
-
-
 def _canonical(obj: Any) -> str:
     if isinstance(obj, QARecord):
         return obj.model_dump_json()
     if isinstance(obj, BaseModel):
+        # Settings a section declares in ``keyed_when_set`` were added after caches keyed on it
+        # existed: left out of the key while they hold their default, so that adding them did not
+        # orphan every cached target (hours of CPU).
         fields = type(obj).model_fields
-        unset = {name for name in _keyed_when_set().get(type(obj), ()) if getattr(obj, name) == fields[name].default}
+        keyed_when_set = getattr(type(obj), "keyed_when_set", ())
+        unset = {name for name in keyed_when_set if getattr(obj, name) == fields[name].default}
         return obj.model_dump_json(exclude=unset or None)
     if isinstance(obj, (list, tuple)):
         return "[" + ",".join(_canonical(o) for o in obj) + "]"

@@ -21,7 +21,7 @@ from harmonia.config import TrainConfig
 from harmonia.data.schema import QARecord
 from harmonia.io import write_json_atomic
 from harmonia.methods.base import MethodParams
-from harmonia.pipelines.fingerprint import adopt_legacy, cached_model_run, finished_model, model_keys, weights_settings
+from harmonia.pipelines.fingerprint import cache_path, cached_model_run, finished_model, weights_settings
 from harmonia.teacher.calibration import (
     InstructedSFT,
     build_calibration_records,
@@ -70,9 +70,8 @@ def _train_stage(stage: str, start: Path | str, train_records: list[QARecord], t
     from harmonia.models import load_model
 
     train = train.model_copy(update={"output_dir": None, "save": "merged"})
-    key, legacy = model_keys(start, stage, train_records, weights_settings(train))
-    run_dir = cached_model_run(stage, key)
-    adopt_legacy(run_dir, cached_model_run(stage, legacy))
+    run_dir = cache_path(lambda key: cached_model_run(stage, key), start, stage, train_records,
+                         weights_settings(train))
     if finished_model(run_dir):
         log(f"   {stage}: cached at {run_dir / 'model'}")
         return run_dir / "model", True, 0.0

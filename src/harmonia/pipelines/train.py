@@ -12,15 +12,16 @@ from harmonia.io import write_text_atomic
 from harmonia.methods.base import build_params, get_method
 from harmonia.models import load_model
 from harmonia.pipelines.config import RunConfig
-from harmonia.pipelines.fingerprint import adopt_legacy, cached_model_run, finished_model, model_keys, weights_settings
+from harmonia.pipelines.fingerprint import cache_path, cached_model_run, finished_model, weights_settings
 from harmonia.pipelines.records import load_run_records
 from harmonia.training.engine import Engine, TrainResult
 
 
-def target_keys(cfg: RunConfig, records: list[QARecord], model_path: str) -> tuple[str, str]:
-    """Hashes of what determines a fine-tuned target (base weights, data and training settings):
-    the content key and the legacy one (:func:`~harmonia.pipelines.fingerprint.model_keys`)."""
-    return model_keys(model_path, cfg.model, records, weights_settings(cfg.train), cfg.method)
+def target_run_dir(cfg: RunConfig, records: list[QARecord], model_path: str) -> Path:
+    """The cached run folder of a fine-tuned target, keyed by what determines it: base weights,
+    data and training settings."""
+    return cache_path(lambda key: cached_model_run(cfg.name, key), model_path, cfg.model, records,
+                      weights_settings(cfg.train), cfg.method)
 
 
 def run_training(cfg: RunConfig, *, resume: bool = False, cache_targets: bool = False,
@@ -37,9 +38,7 @@ def run_training(cfg: RunConfig, *, resume: bool = False, cache_targets: bool = 
     if cfg.train.output_dir is not None:
         run_dir = Path(cfg.train.output_dir)
     elif cache_targets:
-        key, legacy = target_keys(cfg, records, loaded.path)
-        run_dir = cached_model_run(cfg.name, key)
-        adopt_legacy(run_dir, cached_model_run(cfg.name, legacy))
+        run_dir = target_run_dir(cfg, records, loaded.path)
     else:
         run_dir = Path("runs") / cfg.name
     if cache_targets and finished_model(run_dir) and not resume:
