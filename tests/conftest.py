@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,3 +41,29 @@ def tiny_model_dir(tmp_path_factory, tokenizer) -> Path:
     build_tiny_model(tokenizer, seed=0).save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+@pytest.fixture()
+def script():
+    """Import a file of ``scripts/`` as a module (they are run as files, not installed)."""
+    import importlib.util
+
+    def load(name: str) -> Any:
+        spec = importlib.util.spec_from_file_location(f"script_{name}", SCRIPTS / f"{name}.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture()
+def tiny_demo(tiny_model_dir, tmp_path, monkeypatch) -> list[str]:
+    """Overrides that run a demo config end to end on the tiny model in seconds, in a fresh HARMONIA_HOME."""
+    monkeypatch.setenv("HARMONIA_HOME", str(tmp_path / "home"))
+    return [f"model.spec={tiny_model_dir}", "target.epochs=null", "target.steps=1", "teacher.calibration.epochs=0.05",
+            "evaluation.generation.max_new_tokens=4", "unlearn.train.batch_size=8"]

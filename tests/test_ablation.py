@@ -3,7 +3,6 @@ and the script runs end to end on a tiny random model."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,6 @@ from harmonia.pipelines.ablation import (
     variant_config,
 )
 from harmonia.pipelines.demo_config import demo_config_path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "ablation.py"
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -85,17 +82,10 @@ def test_limit_per_role_caps_each_role(demo_records):
     assert limit_per_role(demo_records, None) == demo_records
 
 
-def test_script_runs_end_to_end_on_a_tiny_model(tiny_model_dir, tmp_path, monkeypatch):
-    monkeypatch.setenv("HARMONIA_HOME", str(tmp_path / "home"))
-    spec = importlib.util.spec_from_file_location("ablation_script", SCRIPT)
-    assert spec and spec.loader
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_demo, tmp_path):
     out = tmp_path / "ablations.md"
-    fast = [f"model.spec={tiny_model_dir}", "target.epochs=null", "target.steps=1", "teacher.calibration.epochs=0.05",
-            "evaluation.generation.max_new_tokens=4", "unlearn.train.batch_size=8"]
-    script.main(["--steps", "1", "--variants", "base,raw_text,no_anchors,pull_only", "--eval-limit", "2",
-                 "--output-dir", str(tmp_path / "runs"), "-o", str(out), *fast])
+    script("ablation").main(["--steps", "1", "--variants", "base,raw_text,no_anchors,pull_only", "--eval-limit", "2",
+                             "--output-dir", str(tmp_path / "runs"), "-o", str(out), *tiny_demo])
     text = out.read_text()
     for name in ("target", "base", "raw_text", "no_anchors", "pull_only"):
         assert f"| {name} |" in text

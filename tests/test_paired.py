@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from harmonia.errors import HarmoniaError
-from harmonia.evaluation.paired import paired_difference
-from harmonia.evaluation.results import MetricEntry
+from harmonia.evaluation.config import ObjectiveSettings
+from harmonia.evaluation.objectives import compute_objectives
+from harmonia.evaluation.paired import paired_difference, paired_objectives
+from harmonia.evaluation.results import AttackEntry, EvalResults, MetricEntry
 
 
 def entry(values: list[float | None], ids: list[str] | None = None) -> MetricEntry:
@@ -62,3 +64,75 @@ def test_cli_compare_prints_paired_differences_and_names_a_missing_metric(tmp_pa
     result = CliRunner().invoke(app, [*args, "--paired", "recall/forget"], terminal_width=200)
     assert result.exit_code != 0
     assert "'recall/forget' is not in the results of target, method" in " ".join(result.output.split())
+
+
+FORGET = [f"f{i}" for i in range(4)]
+OTHERS = {"neighbor": [f"n{i}" for i in range(4)], "retain": [f"r{i}" for i in range(4)]}
+SETTINGS = ObjectiveSettings(utility_metric="rougeL_recall/retain")
+TARGET = EvalResults(name="target", model="t", metrics={
+    "rougeL_recall/forget": entry([0.5] * 4, FORGET), "rougeL_recall/neighbor": entry([0.8] * 4, OTHERS["neighbor"]),
+    "rougeL_recall/retain": entry([0.5] * 4, OTHERS["retain"])})
+
+
+def scored_run(name: str, *, forget: list[float], attack: list[float], neighbor: list[float] | None = None,
+               refused: list[float] | None = None, target: EvalResults = TARGET) -> EvalResults:
+    """A run scored as the harness scores one: metrics, the prefill attack, objectives and their explanation."""
+    metrics = {"rougeL_recall/forget": entry(forget, FORGET),
+               "rougeL_recall/neighbor": entry(neighbor or [0.8] * 4, OTHERS["neighbor"]),
+               "over_refusal/neighbor": entry(refused or [0.0] * 4, OTHERS["neighbor"]),
+               "rougeL_recall/retain": entry([0.4] * 4, OTHERS["retain"])}
+    attacks = {"prefill": AttackEntry(success_rate={"k=2": sum(attack) / len(attack)}, per_example={"k=2": attack},
+                                      example_ids=FORGET)}
+    objectives, explain = compute_objectives(metrics, attacks, settings=SETTINGS, target=target)
+    meta = {"config": {"objectives": SETTINGS.model_dump(mode="json"), "mcq": {"chance": 0.25}},
+            "objectives": explain, "target": target.name}
+    return EvalResults(name=name, model=name, metrics=metrics, attacks=attacks, objectives=objectives, meta=meta)
+
+
+def test_objectives_of_runs_that_differ_on_every_question_alike_have_exact_differences():
+    a = scored_run("a", forget=[0.25] * 4, attack=[0.0] * 4)   # forget efficacy 1 - 0.25/0.5 = 0.5
+    b = scored_run("b", forget=[0.0] * 4, attack=[0.0] * 4)    # 1.0
+    diffs = paired_objectives(a, b)
+    # neighbour retention 1 (0.8 / 0.8, no refusal), utility 0.8 (0.4 / 0.5), resistance 1
+    combined_a, combined_b = 4 / (1 / 0.5 + 1 + 1 / 0.8 + 1), 4 / (1 + 1 + 1 / 0.8 + 1)
+    assert a.objectives.combined == pytest.approx(combined_a)
+    for key, expected in (("forget_efficacy", 0.5), ("combined", combined_b - combined_a),
+                          ("neighbour_retention", 0.0), ("utility", 0.0), ("attack_resistance", 0.0)):
+        d = diffs[key]
+        assert (d.mean, d.low, d.high) == (pytest.approx(expected), pytest.approx(expected), pytest.approx(expected))
+    assert diffs["combined"].n == 12  # the distinct questions resampled
+
+
+def test_a_question_resampled_for_one_metric_is_resampled_for_the_attack_on_it():
+    # b leaks exactly the forget questions it still recalls: in every resample the two move together,
+    # so the combined score (resistance and efficacy both fall) can only drop when either does
+    a = scored_run("a", forget=[0.0] * 4, attack=[0.0] * 4)
+    b = scored_run("b", forget=[0.5, 0.0, 0.0, 0.0], attack=[1.0, 0.0, 0.0, 0.0])
+    diffs = paired_objectives(a, b, resamples=500)
+    assert diffs["forget_efficacy"].high == pytest.approx(0.0) and diffs["attack_resistance"].high == 0.0
+    assert diffs["forget_efficacy"].low < -0.25 and diffs["attack_resistance"].low < -0.25
+    assert diffs["combined"].mean < 0 and diffs["combined"].high == pytest.approx(0.0)
+    assert paired_objectives(a, b, resamples=500) == diffs  # seeded
+
+
+def test_runs_scored_against_different_targets_or_without_per_example_values_are_refused():
+    other = TARGET.model_copy(update={"metrics": {**TARGET.metrics, "rougeL_recall/forget": entry([0.9] * 4, FORGET)}})
+    a = scored_run("a", forget=[0.25] * 4, attack=[0.0] * 4)
+    with pytest.raises(HarmoniaError, match="same target"):
+        paired_objectives(a, scored_run("b", forget=[0.0] * 4, attack=[0.0] * 4, target=other))
+    bare = a.model_copy(update={"metrics": {**a.metrics, "rougeL_recall/retain": MetricEntry(value=0.4, n_used=4)}})
+    with pytest.raises(HarmoniaError, match="rougeL_recall/retain"):
+        paired_objectives(bare, bare)
+
+
+def test_cli_compare_prints_the_combined_score_difference(tmp_path):
+    from typer.testing import CliRunner
+
+    from harmonia.cli.main import app
+
+    scored_run("a", forget=[0.25] * 4, attack=[0.0] * 4).save(tmp_path / "a.json")
+    scored_run("b", forget=[0.0] * 4, attack=[0.0] * 4).save(tmp_path / "b.json")
+    result = CliRunner().invoke(app, ["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"),
+                                      "--paired", "forget_efficacy"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "forget_efficacy: b - a = +0.500 (95% CI +0.500 .. +0.500, n = 12)" in result.output

@@ -243,8 +243,9 @@ def data_inspect(file: Path, model: Annotated[str | None, typer.Option(help="tok
 def compare(runs: list[Path], output: Annotated[Path | None, typer.Option("-o", "--output",
                                                                           help="write a report here")] = None,
             paired: Annotated[list[str] | None, typer.Option(
-                help="metric key (e.g. rougeL_recall/neighbor): each run's difference from the first run "
-                     "on the examples both scored, with a paired-bootstrap 95% interval")] = None,
+                help="metric key (e.g. rougeL_recall/neighbor) or objective (combined, forget_efficacy, "
+                     "neighbour_retention, utility, attack_resistance): each run's difference from the first "
+                     "run on the examples both scored, with a paired-bootstrap 95% interval")] = None,
             ) -> None:
     """Put evaluated runs side by side: one table (and, with -o, one report with plots)."""
     from harmonia.reports.compare import load_runs, paired_differences

@@ -21,7 +21,7 @@ from harmonia.data.schema import ROLES, QARecord
 from harmonia.errors import ConfigError
 from harmonia.evaluation.results import EvalResults
 from harmonia.io import write_text_atomic
-from harmonia.pipelines.demo import Log, cached_evaluation, load_demo_data, select, unlearn
+from harmonia.pipelines.demo import DemoData, Log, cached_evaluation, load_demo_data, select, unlearn
 from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig
 from harmonia.pipelines.targets import prepare_model
 from harmonia.reports.tables import markdown_escape, markdown_table
@@ -124,22 +124,41 @@ def limit_per_role(records: Sequence[QARecord], limit: int | None, seed: int = 0
     return select(records, SelectionConfig(plain=sizes, prefilled=sizes, calibration=True, seed=seed))
 
 
+@dataclass
+class Comparison:
+    """What every row of a comparison shares: the demo data, the target (the start of every run),
+    the evaluation records and the target's results (the yardstick of the objectives)."""
+
+    data: DemoData
+    target_dir: Path
+    eval_records: list[QARecord]
+    target_results: EvalResults
+
+
+def prepare_comparison(cfg: DemoConfig, *, eval_limit: int | None = None, log: Log = print) -> Comparison:
+    """The demo's data, target (cached) and evaluation records, and the target evaluated (cached)."""
+    data = load_demo_data(cfg, log)
+    target = prepare_model("target", data.base.path, data.records, cfg.teacher, cfg.target,
+                           data.base.tokenizer, scope=data.context.scope, log=log)
+    eval_records = limit_per_role(select(data.evaluation, cfg.eval_records) + data.eval_extra, eval_limit)
+    target_results = cached_evaluation(cfg, "target", target.model_dir, eval_records, None, log)
+    return Comparison(data, target.model_dir, eval_records, target_results)
+
+
 def run_ablation(path: Path, variants: Sequence[Variant], *, overrides: Sequence[str] = (),
                  eval_limit: int | None = None, log: Log = print) -> list[EvalResults]:
     """The target (cached), then per variant: unlearn with the shared budget, evaluate (cached)."""
     base_cfg = variant_config(path, VARIANTS[0], overrides)
     out = Path(base_cfg.output_dir)
-    data = load_demo_data(base_cfg, log)
-    target = prepare_model("target", data.base.path, data.records, base_cfg.teacher, base_cfg.target,
-                           data.base.tokenizer, scope=data.context.scope, log=log)
-    eval_records = limit_per_role(select(data.evaluation, base_cfg.eval_records) + data.eval_extra, eval_limit)
-    results = [cached_evaluation(base_cfg, "target", target.model_dir, eval_records, None, log)]
+    shared = prepare_comparison(base_cfg, eval_limit=eval_limit, log=log)
+    data = shared.data
+    results = [shared.target_results]
     for variant in variants:
         log(f"== ablation {variant.name}: {variant.change}")
         cfg = variant_config(path, variant, overrides)
         train = unlearning_records(cfg, variant, data.train, data.base.tokenizer, out / variant.name / "raw_text")
-        model_dir = unlearn(cfg, cfg.unlearn.method, target.model_dir, train, out / variant.name, main=True)
-        results.append(cached_evaluation(cfg, variant.name, model_dir, eval_records, results[0], log))
+        model_dir = unlearn(cfg, cfg.unlearn.method, shared.target_dir, train, out / variant.name, main=True)
+        results.append(cached_evaluation(cfg, variant.name, model_dir, shared.eval_records, results[0], log))
     return results
 
 

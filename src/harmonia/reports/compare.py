@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from rich.table import Table
 
 from harmonia.errors import DataError
-from harmonia.evaluation.paired import paired_difference
+from harmonia.evaluation.paired import OBJECTIVE_KEYS, PairedDifference, paired_difference, paired_objectives
 from harmonia.evaluation.results import EvalResults
 from harmonia.reports.headline import with_unique_names
 from harmonia.reports.plots import report_figures
@@ -54,12 +54,26 @@ def compare_runs(paths: Sequence[str | Path]) -> tuple[Table, dict[str, Figure]]
 
 
 def paired_differences(runs: Sequence[EvalResults], metrics: Sequence[str]) -> list[str]:
-    """One line per metric and run after the first: its difference from the first run, paired."""
+    """One line per metric and run after the first: its difference from the first run, paired.
+
+    A metric is a metric key (``rougeL_recall/neighbor``) or an objective (``combined``,
+    ``forget_efficacy``, ...: :data:`~harmonia.evaluation.paired.OBJECTIVE_KEYS`), whose questions
+    are resampled jointly (:func:`~harmonia.evaluation.paired.paired_objectives`).
+    """
     if not metrics:
         return []
     first, lines = runs[0], []
+    objectives: dict[str, dict[str, PairedDifference]] = {}  # one bootstrap per run gives every objective
     for key in metrics:
         for run in runs[1:]:
+            if key in OBJECTIVE_KEYS:
+                if run.name not in objectives:
+                    objectives[run.name] = paired_objectives(first, run)
+                if key not in objectives[run.name]:
+                    raise DataError(None, f"objective {key!r} is missing from the results of {first.name} "
+                                    f"or {run.name}", field="paired")
+                lines.append(f"{key}: {run.name} - {first.name} = {objectives[run.name][key]}")
+                continue
             missing = [r.name for r in (first, run) if key not in r.metrics]
             if missing:
                 raise DataError(None, f"metric {key!r} is not in the results of {', '.join(missing)}",
