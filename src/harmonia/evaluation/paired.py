@@ -133,11 +133,14 @@ def paired_objectives(a: EvalResults, b: EvalResults, *, confidence: float = 0.9
     settings_b, target_b, chance_b = _target_of(b)
     if (settings, target.metrics, chance) != (settings_b, target_b.metrics, chance_b):
         raise HarmoniaError(f"'{a.name}' and '{b.name}' were not scored against the same target and settings")
+    # Sorted, not set order: the pools draw from one seeded stream in the order they are first
+    # used, so a hash-seeded order would give another interval in every process.
     pools = _Pools(resamples, seed)
     metrics: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for key in a.metrics.keys() & b.metrics.keys():
-        ma, mb = a.metrics[key], b.metrics[key]
-        ids, xa, xb = _shared(ma.example_ids, ma.per_example, mb.example_ids, mb.per_example)
+    for key in sorted(_bootstrapped_metrics(a)):  # only what the objectives read is resampled
+        ma, mb = a.metrics.get(key), b.metrics.get(key)
+        ids, xa, xb = _shared(ma.example_ids, ma.per_example, mb.example_ids, mb.per_example) \
+            if ma is not None and mb is not None else ([], [], [])
         if ids:
             metrics[key] = pools.means(ids, xa, xb)
     if missing := sorted(_bootstrapped_metrics(a) - metrics.keys()):
@@ -146,7 +149,7 @@ def paired_objectives(a: EvalResults, b: EvalResults, *, confidence: float = 0.9
     rates: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     attack_a, attack_b = a.attacks.get(settings.attack), b.attacks.get(settings.attack)
     if attack_a is not None and attack_b is not None:
-        for setting in attack_a.per_example.keys() & attack_b.per_example.keys():
+        for setting in sorted(attack_a.per_example.keys() & attack_b.per_example.keys()):
             ids, xa, xb = _shared(attack_a.example_ids, attack_a.per_example[setting],
                                   attack_b.example_ids, attack_b.per_example[setting])
             if ids:
