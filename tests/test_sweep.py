@@ -1,5 +1,6 @@
-"""The learning-rate sweep: each point changes only the swept method's rate, a point at the
-config's own rate is the demo's run, and the script runs end to end on a tiny random model."""
+"""The sweeps: a learning-rate point changes only the swept method's rate (at the config's own rate it
+is the demo's run); a seed point only its setting and seed, never the target or the evaluation; the
+seed table's statistics on known values; both scripts run end to end on a tiny random model."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import pytest
 
 from harmonia.config import load_config
 from harmonia.errors import ConfigError
+from harmonia.evaluation.results import AttackEntry, EvalResults, Objectives
 from harmonia.pipelines.demo_config import DemoConfig, demo_config_path
-from harmonia.pipelines.sweep import point_config, point_name
+from harmonia.pipelines.sweep import Setting, point_config, point_name, seed_config
+from harmonia.reports.headline import headline_columns
+from harmonia.reports.seeds import SeedStats, seed_stats, seed_table
 
 FAST = demo_config_path("demo_fast")
 
@@ -63,3 +67,69 @@ def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_demo, tmp_path):
     rates = [next(json.loads(line)["lr"] for line in (runs / n / "train_log.jsonl").read_text().splitlines()
                   if '"step"' in line) for n in names]
     assert rates[1] == pytest.approx(4 * rates[0])
+
+
+# -- seed sweeps ------------------------------------------------------------------------------------
+
+def test_a_setting_is_a_name_and_overrides():
+    assert Setting.parse("alpha2: teacher.alpha=2.0 'unlearn.records.prefilled.forget=80'") == \
+        Setting("alpha2", ("teacher.alpha=2.0", "unlearn.records.prefilled.forget=80"))
+    assert Setting.parse(" base ") == Setting("base")
+    with pytest.raises(ConfigError, match=r"'alpha 2: teacher\.alpha=2'"):
+        Setting.parse("alpha 2: teacher.alpha=2")
+    with pytest.raises(ConfigError, match=r"setting 'a2': 'teacher\.alpha' is not"):
+        Setting.parse("a2: teacher.alpha")
+
+
+def test_a_seed_point_changes_the_setting_and_the_seed_only():
+    base = load_config(DemoConfig, FAST, [])
+    cfg = seed_config(FAST, Setting("a2", ("teacher.alpha=2.0",)), 3)
+    assert cfg.unlearn.train.seed == 3 and cfg.teacher.alpha == 2.0
+    assert cfg.model_copy(update={"unlearn": base.unlearn, "teacher": base.teacher}) == base
+    assert seed_config(FAST, Setting("base"), base.unlearn.train.seed) == base
+
+
+@pytest.mark.parametrize(("override", "field"), [("target.lr=5e-4", "target"),
+                                                 ("teacher.refusal=No.", "teacher.refusal"),
+                                                 ("evaluation.generation.max_new_tokens=8", "evaluation")])
+def test_a_setting_that_changes_the_target_or_the_evaluation_is_refused(override, field):
+    with pytest.raises(ConfigError, match=f"setting 'x' changes {field}"):
+        seed_config(FAST, Setting("x", (override,)), 0)
+
+
+def _combined(value: float, prefill: float) -> EvalResults:
+    return EvalResults(name="r", model="m", objectives=Objectives(combined=value),
+                       attacks={"prefill": AttackEntry(success_rate={"k=2": prefill, "k=5": prefill / 2})})
+
+
+def test_seed_stats_take_the_worst_seed_in_each_columns_direction():
+    runs = [_combined(0.8, 0.1), _combined(0.6, 0.3), _combined(0.7, 0.2)]
+    columns = {c.key: c for c in headline_columns(runs)}
+    combined = seed_stats(columns["combined"], runs)
+    assert combined == SeedStats(3, pytest.approx(0.7), pytest.approx(0.1), 0.6)
+    prefill = seed_stats(columns["prefill_k2"], runs)
+    assert prefill is not None and prefill.worst == 0.3 and prefill.mean == pytest.approx(0.2)
+    assert seed_stats(columns["forget_rougeL"], runs) is None
+    assert SeedStats(1, 0.5, None, 0.5).cell() == "0.500"
+    table = seed_table({"a": runs, "b": runs[:1]})
+    row_a = next(line for line in table.splitlines() if line.startswith("| a |"))
+    assert "| 3 |" in row_a and "0.700 ± 0.100 (0.600)" in row_a and "0.200 ± 0.100 (0.300)" in row_a
+    assert "| b | 1 |" in table and "0.800" in table
+
+
+def test_seed_sweep_script_runs_end_to_end_on_a_tiny_model(script, tiny_demo, tmp_path):
+    runs = tmp_path / "runs"
+    sweep = script("sweep_seeds")
+    with pytest.raises(ConfigError, match="--seeds '0,0'"):
+        sweep.parse_seeds("0,0")
+    text = sweep.main(["--seeds", "0,1", "--setting", "base", "--setting", "a2: teacher.alpha=2.0",
+                       "--baselines", "npo", "--eval-limit", "2", "--output-dir", str(runs),
+                       *tiny_demo, "unlearn.train.steps=1"])
+    for group in ("target", "base", "a2", "npo"):
+        assert f"| {group} |" in text
+    for name in ("base-seed0", "base-seed1", "a2-seed0", "npo-seed1"):
+        assert f"| {name} |" in text
+    weights = {n: (runs / n / "model" / "model.safetensors").read_bytes() for n in ("base-seed0", "base-seed1")}
+    assert weights["base-seed0"] != weights["base-seed1"]  # the seed reached the training
+    with pytest.raises(ConfigError, match="unknown baseline label"):
+        sweep.main(["--baselines", "nope", *tiny_demo])

@@ -1,0 +1,69 @@
+"""Train the method under several settings at several seeds (and baselines at the same seeds); print
+mean ± sd (worst seed) of every headline number per setting.
+
+    .venv/bin/python scripts/sweep_seeds.py --seeds 0,1,2 --setting alpha1 \
+        --setting "alpha2: teacher.alpha=2.0" --baselines npo -o docs/sweeps/alpha.md
+
+``--setting "NAME: key=value ..."`` trains the main method with those overrides (a bare ``NAME`` is
+the config as it is); settings may change the unlearning and the teacher's distillation (mode,
+alpha), not the target or the evaluation. ``--baselines`` runs baseline labels of the config at
+the same seeds. Trailing ``key.sub=value`` arguments override the config for every run. Each run
+is written to ``<output-dir>/<name>-seed<N>``; a finished run with the same settings is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from harmonia.errors import ConfigError
+from harmonia.io import write_text_atomic
+from harmonia.pipelines.demo_config import demo_config_path
+from harmonia.pipelines.sweep import Setting, run_seed_sweep
+from harmonia.reports.seeds import seed_table
+from harmonia.reports.tables import markdown_table
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise ConfigError(f"--seeds '{text}': comma-separated integers, e.g. 0,1,2") from err
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds '{text}': a seed is listed twice")
+    return seeds
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default="demo_fast", help="demo config file or preset (default: demo_fast)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated unlearning seeds (default: 0,1,2)")
+    parser.add_argument("--setting", action="append", default=[], help="'NAME: key=value ...' (repeatable)")
+    parser.add_argument("--baselines", default="", help="comma-separated baseline labels run at the same seeds")
+    parser.add_argument("--eval-limit", type=int, default=None, help="at most N evaluation records per role")
+    parser.add_argument("--output-dir", default="runs/seeds", help="where unlearned models and results go")
+    parser.add_argument("-o", "--output", type=Path, default=None, help="also write the tables to this markdown file")
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every run")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> str:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    settings = [Setting.parse(text) for text in args.setting]
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    groups = run_seed_sweep(demo_config_path(args.config), settings, parse_seeds(args.seeds), baselines=baselines,
+                            overrides=[f"output_dir={args.output_dir}", *args.overrides], eval_limit=args.eval_limit)
+    command = "python scripts/sweep_seeds.py " + shlex.join(argv)
+    runs = [r for group in groups.values() for r in group]
+    text = (f"`{command}`\n\nPer setting: mean ± sd (worst seed) over seeds {args.seeds}.\n\n{seed_table(groups)}\n"
+            f"Every run:\n\n{markdown_table(runs)}\n")
+    if args.output is not None:
+        write_text_atomic(args.output, text)
+    return text
+
+
+if __name__ == "__main__":
+    print(main())
