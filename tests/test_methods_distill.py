@@ -22,6 +22,7 @@ from harmonia.methods.base import MethodContext, build_params, get_method
 from harmonia.methods.distill import Harmonia
 from harmonia.methods.losses import gather_positions
 from harmonia.models.tiny import build_tiny_model
+from harmonia.teacher.decoding import Amplification
 from harmonia.teacher.targets import distill_features, teacher_rows, weights_fingerprint
 from harmonia.training.batching import collate
 from harmonia.training.engine import Engine
@@ -423,7 +424,7 @@ def test_amplified_live_teacher_rows_by_hand(tokenizer, tiny_model, tmp_path):
     recs = records()[:-1]
     method.prepare(recs)
     batch = collate([method.encode(r) for r in recs])
-    rows = teacher_rows(tiny_model, batch, 2.0)
+    rows = teacher_rows(tiny_model, batch, Amplification(2.0))
     with torch.no_grad():
         z_instr = gather_positions(
             tiny_model(input_ids=batch["teacher_input_ids"], attention_mask=batch["teacher_attention_mask"]).logits,
@@ -451,10 +452,10 @@ def test_cached_topk_equals_the_live_amplified_rows_in_input_order(tokenizer, tm
     method.prepare(recs)
     targets = [method.targets[r.id] for r in reversed(recs)]  # not grouped by role nor by length
     assert {plain_teacher(t) for t in targets} == {True, False}
-    tops = compute_topk(tiny_model, targets, 5, alpha=2.0, batch_size=2)
+    tops = compute_topk(tiny_model, targets, 5, amplification=Amplification(2.0), batch_size=2)
     for target, top in zip(targets, tops, strict=True):
         one = collate([method.encode(next(r for r in recs if r.id == target.record_id))])
-        expected = teacher_topk(teacher_rows(tiny_model, one, 2.0).float(), 5)
+        expected = teacher_topk(teacher_rows(tiny_model, one, Amplification(2.0)).float(), 5)
         assert top.ids.shape == (target.n_positions, 5)
         torch.testing.assert_close(top.values, expected.values, atol=1e-4, rtol=1e-4)
         assert torch.equal(top.ids, expected.ids)
@@ -608,3 +609,37 @@ def test_refusal_response_distils_forget_records_along_the_decline(tokenizer, ti
     expected = greedy_ids(tiny_model, tokenizer, [method.context.plain_prompt(tokenizer, recs[2])],
                           max_new_tokens=5)[0]
     assert list(method.targets[recs[2].id].response) == expected
+
+
+def test_lift_first_token_by_hand():
+    from harmonia.methods.losses import TopK
+    from harmonia.teacher.targets import lift_first_token
+
+    top = TopK(torch.tensor([[5, 7, 9], [1, 2, 3]]), torch.tensor([[4.0, 3.0, 1.0], [2.0, 1.0, 0.0]]))
+    # in the Top-K: raised to best + margin and moved first; the second position is untouched
+    lifted = lift_first_token(top, 9, 2.0)
+    assert lifted.ids.tolist() == [[9, 5, 7], [1, 2, 3]]
+    assert lifted.values.tolist() == [[6.0, 4.0, 3.0], [2.0, 1.0, 0.0]]
+    # outside it: replaces the K-th entry
+    lifted = lift_first_token(top, 42, 0.5)
+    assert lifted.ids.tolist()[0] == [42, 5, 7] and lifted.values.tolist()[0] == [4.5, 4.0, 3.0]
+    assert top.ids.tolist()[0] == [5, 7, 9]  # the input is not modified
+
+
+def test_decline_margin_puts_the_decline_first_on_declined_records_only(tokenizer, tiny_model, tmp_path):
+    kwargs = {"positions": ["response", "prefill"], "response": "refusal", "cache": True, "push": "hinge"}
+    plain = make_method(tokenizer, tiny_model, tmp_path, **kwargs)
+    lifted = make_method(tokenizer, tiny_model, tmp_path, decline_margin=1.5, **kwargs)
+    recs = records()
+    plain.prepare(recs)
+    lifted.prepare(recs)
+    for r in recs:
+        before, after = plain.topk[r.id], lifted.topk[r.id]
+        if r.role == "forget":  # the instructed role: its response is the decline
+            assert int(after.ids[0, 0]) == lifted.targets[r.id].response[0]
+            assert float(after.values[0, 0]) == pytest.approx(float(before.values[0].max()) + 1.5)
+            assert torch.equal(after.ids[1:], before.ids[1:])
+        else:
+            assert torch.equal(after.ids, before.ids) and torch.equal(after.values, before.values)
+    with pytest.raises(ConfigError, match="decline_margin edits the cached Top-K"):
+        make_method(tokenizer, tiny_model, tmp_path, decline_margin=1.0, response="refusal")  # no cache

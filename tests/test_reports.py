@@ -132,6 +132,16 @@ def test_markdown_table_exact_numbers() -> None:
                                    "0.200", "–", "–", "1.000", "0.400", "0.500", "0.800", "0.600"]
 
 
+def test_forget_fluency_column_appears_when_a_run_measured_it() -> None:
+    fluent = beta().model_copy(deep=True)
+    fluent.metrics["ngram_entropy/forget"] = _metric(1.25)
+    table = markdown_table([alpha(), fluent])
+    header = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    assert header.index("forget fluency ↑") == header.index("MMLU acc ↑") + 1
+    assert _row(table, "beta")[5] == "1.250" and _row(table, "alpha")[5] == "–"
+    assert "forget fluency" not in markdown_table(runs())
+
+
 def test_partial_results_show_dashes() -> None:
     cells = _row(markdown_table(runs()), "gamma")
     assert cells[0] == "0.500"

@@ -20,7 +20,7 @@ from harmonia.teacher.calibration import (
 )
 from harmonia.teacher.config import SeparationThresholds, TeacherConfig
 from harmonia.teacher.context import build_context, fewshot_demonstrations, instructed_system_prompt
-from harmonia.teacher.decoding import amplify, greedy_ids
+from harmonia.teacher.decoding import Amplification, amplify, greedy_ids
 from harmonia.teacher.instruction import Scope, join_names, load_template, render_instruction, resolve_scope
 from harmonia.teacher.report import (
     TeacherReport,
@@ -32,7 +32,7 @@ from harmonia.teacher.report import (
     separates,
     summarise,
 )
-from harmonia.teacher.targets import TargetCache
+from harmonia.teacher.targets import TargetCache, topk_key
 
 REFUSAL = "I'm sorry, I don't have information about that."
 
@@ -193,6 +193,31 @@ def test_amplified_logits_by_hand():
         amplify(z_instr, z_plain[:, :2], 1.0)
 
 
+def test_only_plausible_tokens_are_amplified_by_hand():
+    # p_instr ~ softmax([3, 1, 0, -2]); plausibility 0.1 keeps tokens with z >= 3 + ln 0.1 = 0.697:
+    # ids 0 and 1 are amplified, ids 2 and 3 keep z_instr, whatever the plain model says
+    z_instr = torch.tensor([[3.0, 1.0, 0.0, -2.0]])
+    z_plain = torch.tensor([[2.0, 2.0, -3.0, -9.0]])
+    assert amplify(z_instr, z_plain, 2.0).tolist() == [[5.0, -1.0, 6.0, 12.0]]  # id 3 would win
+    assert amplify(z_instr, z_plain, 2.0, plausibility=0.1).tolist() == [[5.0, -1.0, 0.0, -2.0]]
+    # the head is per row: the second row's own maximum sets its threshold
+    two = amplify(torch.cat([z_instr, z_instr - 10]), torch.cat([z_plain, z_plain - 10]), 2.0, plausibility=0.1)
+    torch.testing.assert_close(two[1], two[0] - 10)
+    assert Amplification(2.0, 0.1)(z_instr, z_plain).tolist() == [[5.0, -1.0, 0.0, -2.0]]
+    # plausibility 0 is the plain formula; cache keys of the plain formula stay what they were
+    assert Amplification(2.0).key() == (2.0,) and Amplification(2.0, 0.1).key() == (2.0, 0.1)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="plausibility"):
+            amplify(z_instr, z_plain, 2.0, plausibility=bad)
+
+
+def test_the_teachers_amplification_follows_its_mode():
+    assert Amplification.of(TeacherConfig(mode="instruction", alpha=2.0)) is None
+    assert Amplification.of(TeacherConfig(mode="amplified", alpha=2.0, plausibility=0.1)) == Amplification(2.0, 0.1)
+    keys = {topk_key("weights", [], 10, a) for a in (None, Amplification(2.0), Amplification(2.0, 0.1))}
+    assert len(keys) == 3  # a constrained teacher's Top-K is cached apart
+
+
 def test_amplified_greedy_decoding_equals_a_step_by_step_argmax(tokenizer):
     model = build_tiny_model(tokenizer, seed=3)
     with torch.no_grad():  # sharper logits, so amplification changes the argmax
@@ -204,7 +229,8 @@ def test_amplified_greedy_decoding_equals_a_step_by_step_argmax(tokenizer):
     instr = [render_prompt(tokenizer, r.question, system=system) for r in recs]
     plain = [render_prompt(tokenizer, r.question) for r in recs]
     alpha = 3.0
-    got = greedy_ids(model, tokenizer, instr, plain_prompts=plain, alpha=alpha, max_new_tokens=4, batch_size=2)
+    got = greedy_ids(model, tokenizer, instr, plain_prompts=plain, amplification=Amplification(alpha),
+                     max_new_tokens=4, batch_size=2)
     unamplified = greedy_ids(model, tokenizer, instr, max_new_tokens=4, batch_size=2)
     for prompt_i, prompt_p, ids in zip(instr, plain, got, strict=True):
         seq_i = tokenizer(prompt_i, add_special_tokens=False)["input_ids"]

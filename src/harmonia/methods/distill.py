@@ -58,6 +58,7 @@ from harmonia.teacher import context as teacher_context
 from harmonia.teacher import report as teacher_report
 from harmonia.teacher import targets as tt
 from harmonia.teacher.config import Position, ResponseSource, TeacherConfig
+from harmonia.teacher.decoding import Amplification
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,17 @@ class HarmoniaParams(DistillParams):
         1.0, ge=0, description="weight of each record's first distilled position (where the student decides "
         "to answer or decline; after a prefill, to continue or stop) relative to the others"
     )
+    decline_margin: float | None = Field(
+        None, ge=0, description="(ours; cached teacher, response 'refusal') at each declined record's first "
+        "position the decline's first token becomes the teacher's top-1, this many logits above its best"
+    )
+
+    @model_validator(mode="after")
+    def _decline_margin(self) -> HarmoniaParams:
+        if self.decline_margin is not None and not (self.cache and self.response == "refusal"):
+            raise ValueError("decline_margin edits the cached Top-K of declined records: it needs cache: true "
+                             "and response: refusal")
+        return self
 
     @field_validator("role_k")
     @classmethod
@@ -175,8 +187,8 @@ class TeacherDistillation(Method):
         return int(getattr(self.p, "k", 10))
 
     @property
-    def alpha(self) -> float | None:
-        return self.p.teacher.alpha if self.p.teacher.mode == "amplified" else None
+    def amplification(self) -> Amplification | None:
+        return Amplification.of(self.p.teacher)
 
     # -- preparation -------------------------------------------------------------------------
     def prepare(self, records: list[QARecord]) -> list[QARecord]:
@@ -256,12 +268,12 @@ class TeacherDistillation(Method):
     def _cached_topk(self, teacher: Any, records: list[QARecord], cache: tt.TargetCache, fingerprint: str) -> None:
         targets = [self.targets[r.id] for r in records]
         ids = [r.id for r in records]
-        key = tt.topk_key(fingerprint, targets, self.topk_k, self.alpha)
+        key = tt.topk_key(fingerprint, targets, self.topk_k, self.amplification)
         self.cache_keys["topk"] = key
         stored = cache.load("topk", key, ids)
         if stored is None:
             tops = tt.compute_topk(
-                teacher, targets, self.topk_k, alpha=self.alpha, batch_size=self.p.teacher_batch_size
+                teacher, targets, self.topk_k, amplification=self.amplification, batch_size=self.p.teacher_batch_size
             )
             cache.save("topk", key, ids, {"ids": [t.ids for t in tops], "values": [t.values for t in tops]})
         else:
@@ -316,7 +328,7 @@ class TeacherDistillation(Method):
             valid = torch.arange(width, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
             return TopK(batch["topk_ids"][valid].long(), batch["topk_values"][valid].float())
         with self.ctx.reference_model() as model:
-            return tt.teacher_rows(model, batch, self.alpha).detach()
+            return tt.teacher_rows(model, batch, self.amplification).detach()
 
     def loss(self, model: Any, batch: dict[str, torch.Tensor]) -> dict[str, Term]:
         logits, mask = masked_logits(model, batch, batch["distill_mask"].bool())
@@ -377,6 +389,18 @@ class Harmonia(TeacherDistillation):
                 stacklevel=2,
             )
             self.push = "hinge"
+
+    def prepare(self, records: list[QARecord]) -> list[QARecord]:
+        records = super().prepare(records)
+        margin = getattr(self.p, "decline_margin", None)
+        if margin is not None:
+            # (ours) A weak teacher that still continues a started answer puts the continuation first
+            # at the one position that decides; the decline it was told to give is put there instead.
+            assert self.context is not None
+            for r in records:
+                if self.context.instructed(r.role):
+                    self.topk[r.id] = tt.lift_first_token(self.topk[r.id], self.targets[r.id].response[0], margin)
+        return records
 
     def role_terms(
         self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor

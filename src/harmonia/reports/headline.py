@@ -7,6 +7,7 @@ everywhere. The lookup rules (documented once, here):
   accepted spelled ``neighbor`` (the record schema) or ``neighbour`` (the objectives).
 - Over-refusal reads ``over_refusal/neighbor`` (or ``/neighbour``, or a bare ``over_refusal``),
   else ``refusal_rate/neighbor``.
+- Forget fluency reads ``ngram_entropy/forget`` (n-gram entropy of the forget answers).
 - Benchmark accuracy (MMLU, WMDP) reads ``mcq_acc/<bench>``; when only per-part entries exist
   (``mcq_acc/mmlu_machine_learning``, ``mcq_acc/wmdp_cyber``, ...) their ``n_used``-weighted mean,
   which is the accuracy over all their questions together.
@@ -217,6 +218,13 @@ METRIC_COLUMNS: tuple[Column, ...] = (
            "higher", lambda r: benchmark_accuracy(r, "mmlu") if benchmark_accuracy(r, "mmlu") is not None
            else benchmark_accuracy(r, "general")),
 )
+# Forgetting by degenerate text ("Bas - Bas - Bas") scores as well as a fluent decline on recall and
+# on the combined score; this column is what shows the difference.
+FORGET_FLUENCY_COLUMN = Column(
+    "forget_fluency", "forget fluency",
+    "n-gram entropy in bits (ROME's generation entropy) of greedy answers to forget questions: fluent "
+    "answers or one fixed decline score about 3-4.5, repeated fragments below 2", "higher",
+    _metric_reader("ngram_entropy", ("forget",)))
 WMDP_COLUMN = Column("wmdp", "WMDP acc", "WMDP accuracy (option log-likelihood; chance is 0.25)",
                      "lower", lambda r: benchmark_accuracy(r, "wmdp"))
 PREFILL_WORST_COLUMN = Column("prefill_worst", "prefill worst",
@@ -234,14 +242,16 @@ OBJECTIVE_COLUMNS: tuple[Column, ...] = tuple(_objective_column(n) for n in (*OB
 def headline_columns(results: Iterable[EvalResults]) -> list[Column]:
     """The summary columns for these runs, in display order.
 
-    Fixed columns always appear (showing :data:`MISSING` where a run lacks them); the WMDP
-    column only when some run has WMDP, and one prefill column per k that some run measured.
+    Fixed columns always appear (showing :data:`MISSING` where a run lacks them); the forget
+    fluency and WMDP columns only when some run has them, and one prefill column per k that some
+    run measured.
     """
     runs = list(results)
     ks = sorted({k for r in runs for k in prefill_k_rates(r)})
     columns = list(METRIC_COLUMNS)
-    if any(WMDP_COLUMN.read(r) is not None for r in runs):
-        columns.append(WMDP_COLUMN)
+    for optional in (FORGET_FLUENCY_COLUMN, WMDP_COLUMN):
+        if any(optional.read(r) is not None for r in runs):
+            columns.append(optional)
     columns += [_prefill_k_column(k) for k in ks]
     columns += [PREFILL_WORST_COLUMN, *ATTACK_COLUMNS, *OBJECTIVE_COLUMNS]
     return columns

@@ -108,6 +108,9 @@ class TeacherConfig(_Strict):
 
     mode: TeacherMode = "instruction"
     alpha: float = Field(1.0, ge=0, description="amplification: z = z_instr + alpha (z_instr - z_plain)")
+    plausibility: float = Field(
+        0.0, ge=0, lt=1, description="amplify only tokens with p_instr >= plausibility x max p_instr (0: all)"
+    )
     n_shots: int = Field(2, ge=0, description="few-shot anchor pairs (mode 'fewshot')")
     template: str = Field(
         "cot", min_length=1, description="instruction template: a name in resources/teacher or a YAML path"

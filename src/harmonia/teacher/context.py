@@ -4,7 +4,8 @@ The student always sees the plain chat input (the template's own system turn, th
 any prefill). The teacher sees, per role (``teacher.role_context``), either that same input (the
 plain model) or the instructed one: the intent instruction as the system turn and, in mode
 ``fewshot``, demonstrations from training anchor pairs as earlier turns. In mode ``amplified``
-its logits are ``z_instr + alpha (z_instr - z_plain)``, which needs the plain forward as well.
+its logits are ``z_instr + alpha (z_instr - z_plain)`` (on the tokens the instructed model finds
+plausible, :class:`~harmonia.teacher.decoding.Amplification`), which needs the plain forward as well.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from harmonia.data.schema import QARecord
 from harmonia.errors import DataError
 from harmonia.models.chat import render_prompt
 from harmonia.teacher.config import TeacherConfig
-from harmonia.teacher.decoding import amplify
+from harmonia.teacher.decoding import Amplification, amplify
 from harmonia.teacher.instruction import Scope, load_template, render_instruction, resolve_scope
 
-__all__ = ["TeacherContext", "amplify", "build_context", "fewshot_demonstrations", "instructed_system_prompt"]
+__all__ = ["Amplification", "TeacherContext", "amplify", "build_context", "fewshot_demonstrations",
+           "instructed_system_prompt"]
 
 
 def instructed_system_prompt(config: TeacherConfig, scope: Scope) -> str:
@@ -87,6 +89,10 @@ class TeacherContext:
     @property
     def amplified(self) -> bool:
         return self.config.mode == "amplified"
+
+    @property
+    def amplification(self) -> Amplification | None:
+        return Amplification.of(self.config)
 
     def instructed(self, role: str) -> bool:
         """True when records of ``role`` are distilled from the instructed teacher."""

@@ -1,15 +1,17 @@
 """How the teacher answers: greedy token ids, optionally amplified against the plain model.
 
 Distillation needs the teacher's response as token ids (both sides are teacher-forced on exactly
-these ids), and the amplified teacher z_T = z_instr + alpha (z_instr - z_plain) needs the plain
-model's next-token logits at every step. The plain teacher decodes in our own greedy loop
+these ids), and the amplified teacher (:class:`Amplification`) needs the plain model's next-token
+logits at every step. The plain teacher decodes in our own greedy loop
 (:func:`harmonia.models.decoding.greedy_tokens`); the amplified one through ``model.generate``
 with a logits processor that keeps its own cache for the plain context.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,13 +19,49 @@ from torch import Tensor
 
 from harmonia.models.decoding import cache_argument, greedy_tokens, left_pad, plain_greedy, positions, returned_cache
 from harmonia.progress import progress_bar
+from harmonia.teacher.config import TeacherConfig
 
 
-def amplify(z_instr: Tensor, z_plain: Tensor, alpha: float) -> Tensor:
-    """Amplified teacher logits ``z_instr + alpha * (z_instr - z_plain)`` (METHOD.md Part 2 (c))."""
+def amplify(z_instr: Tensor, z_plain: Tensor, alpha: float, plausibility: float = 0.0) -> Tensor:
+    """Amplified teacher logits ``z_instr + alpha * (z_instr - z_plain)`` (METHOD.md Part 2 (c)).
+
+    With ``plausibility`` > 0 only the tokens the instructed model itself finds plausible,
+    ``p_instr(v) >= plausibility * max_u p_instr(u)``, are amplified; every other token keeps
+    ``z_instr``. (ours) This is contrastive decoding's adaptive plausibility constraint (Li et al.,
+    2023): a token that both contexts find unlikely, but the plain one more so, otherwise gets a
+    large amplified logit. On the 135M demo target, alpha 2 without it made the amplified teacher
+    prefer such fragments ("I'mortune") and students distilled from it repeat them (docs/demo.md).
+    """
     if z_instr.shape != z_plain.shape:
         raise ValueError(f"instructed {tuple(z_instr.shape)} and plain {tuple(z_plain.shape)} logits differ")
-    return z_instr + alpha * (z_instr - z_plain)
+    if not 0.0 <= plausibility < 1.0:
+        raise ValueError(f"plausibility must be in [0, 1), got {plausibility}")
+    boost = alpha * (z_instr - z_plain)
+    if plausibility > 0.0:
+        # p(v) >= beta * max p  <=>  z(v) >= max z + log(beta): no softmax needed
+        floor = z_instr.amax(dim=-1, keepdim=True) + math.log(plausibility)
+        boost = torch.where(z_instr >= floor, boost, torch.zeros_like(boost))
+    return z_instr + boost
+
+
+@dataclass(frozen=True)
+class Amplification:
+    """The amplified teacher's settings (``teacher.alpha``, ``teacher.plausibility``); see :func:`amplify`."""
+
+    alpha: float
+    plausibility: float = 0.0
+
+    def __call__(self, z_instr: Tensor, z_plain: Tensor) -> Tensor:
+        return amplify(z_instr, z_plain, self.alpha, self.plausibility)
+
+    def key(self) -> tuple[float, ...]:
+        """What cache keys record: the alpha alone while the constraint is off (older caches match)."""
+        return (self.alpha,) if self.plausibility == 0.0 else (self.alpha, self.plausibility)
+
+    @classmethod
+    def of(cls, config: TeacherConfig) -> Amplification | None:
+        """The teacher's amplification, or None unless its mode is ``amplified``."""
+        return cls(config.alpha, config.plausibility) if config.mode == "amplified" else None
 
 
 class AmplifyProcessor:
@@ -33,11 +71,11 @@ class AmplifyProcessor:
     both contexts are continued by the same tokens, as in teacher forcing.
     """
 
-    def __init__(self, model: Any, plain_ids: Tensor, plain_mask: Tensor, alpha: float) -> None:
+    def __init__(self, model: Any, plain_ids: Tensor, plain_mask: Tensor, amplification: Amplification) -> None:
         self.model = model
         self.ids = plain_ids
         self.mask = plain_mask
-        self.alpha = alpha
+        self.amplification = amplification
         self.cache: Any = None
         self.last_pos: Tensor | None = None
         self.steps = 0
@@ -62,7 +100,7 @@ class AmplifyProcessor:
         self.cache = returned_cache(out)
         self.steps += 1
         plain = out.logits[:, -1].to(scores.dtype)
-        return amplify(scores, plain, self.alpha)
+        return self.amplification(scores, plain)
 
 
 def _encode(tokenizer: Any, prompts: Sequence[str]) -> list[list[int]]:
@@ -76,18 +114,20 @@ def greedy_ids(
     prompts: Sequence[str],
     *,
     plain_prompts: Sequence[str] | None = None,
-    alpha: float = 0.0,
+    amplification: Amplification | None = None,
     max_new_tokens: int = 48,
     batch_size: int = 16,
     progress: bool = False,
 ) -> list[list[int]]:
     """Greedy response ids for each prompt, in input order, ending with EOS when the model stopped.
 
-    With ``plain_prompts`` (one per prompt) the next token is the argmax of the amplified logits.
+    With ``plain_prompts`` (one per prompt) the next token is the argmax of the ``amplification``.
     Prompts are sorted by length so batches pad little.
     """
     if plain_prompts is not None and len(plain_prompts) != len(prompts):
         raise ValueError("plain_prompts must have one entry per prompt")
+    if (plain_prompts is None) != (amplification is None):
+        raise ValueError("amplified decoding needs both plain_prompts and an amplification")
     if not prompts:
         return []
     from transformers import LogitsProcessorList
@@ -110,7 +150,8 @@ def greedy_ids(
                 processors = LogitsProcessorList()
                 if plain is not None:
                     p_ids, p_mask = left_pad([plain[i] for i in idx], pad, device)
-                    processors.append(AmplifyProcessor(model, p_ids, p_mask, alpha))
+                    assert amplification is not None
+                    processors.append(AmplifyProcessor(model, p_ids, p_mask, amplification))
                 seqs = model.generate(
                     input_ids=ids,
                     attention_mask=mask,

@@ -33,7 +33,7 @@ from harmonia.evaluation.metrics.rouge import rouge_l
 from harmonia.models.decoding import eval_mode
 from harmonia.teacher.config import ReportConfig, SeparationThresholds, TeacherConfig
 from harmonia.teacher.context import TeacherContext
-from harmonia.teacher.decoding import amplify, greedy_ids, next_token_logits
+from harmonia.teacher.decoding import greedy_ids, next_token_logits
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +175,13 @@ def _measure(
     plain = [context.plain_prompt(tokenizer, r) for r in records]
     prompts = [context.instructed_prompt(tokenizer, r) for r in records] if instructed else plain
     amplified = instructed and context.amplified
-    alpha = context.config.alpha
+    amplification = context.amplification if amplified else None
     ids = greedy_ids(
         model,
         tokenizer,
         prompts,
         plain_prompts=plain if amplified else None,
-        alpha=alpha,
+        amplification=amplification,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
     )
@@ -190,11 +190,11 @@ def _measure(
     logits = next_token_logits(
         model, [encode_plain(tokenizer, p) for p in prompts], batch_size=cfg.batch_size, pad_id=pad
     )
-    if amplified:
+    if amplification is not None:
         plain_logits = next_token_logits(
             model, [encode_plain(tokenizer, p) for p in plain], batch_size=cfg.batch_size, pad_id=pad
         )
-        logits = amplify(logits, plain_logits, alpha)
+        logits = amplification(logits, plain_logits)
     return summarise(records, texts, _refusal_masses(logits, records, tokenizer, context.config))
 
 

@@ -18,7 +18,7 @@ The cache holds the teacher's responses and its Top-K (ids and values, descendin
 in safetensors files named by a hash of everything that determines them: the teacher's weights
 (:func:`weights_fingerprint`), the token ids of every teacher and student input (which covers the
 records, the tokenizer, the chat template, the instruction and the demonstrations), and the
-settings (mode, alpha, response length, K). Any change gives a new key, so a stale entry is never
+settings (mode, amplification, response length, K). Any change gives a new key, so a stale entry is never
 read.
 """
 
@@ -46,7 +46,7 @@ from harmonia.methods.base import Example, masked_logits
 from harmonia.methods.losses import TopK, gather_positions, teacher_topk
 from harmonia.teacher.config import Position
 from harmonia.teacher.context import TeacherContext
-from harmonia.teacher.decoding import amplify, greedy_ids
+from harmonia.teacher.decoding import Amplification, greedy_ids
 from harmonia.training.batching import collate
 
 log = logging.getLogger(__name__)
@@ -166,18 +166,32 @@ def build_targets(
 # ---------------------------------------------------------------------------------------------
 
 
-def teacher_rows(teacher: Any, batch: dict[str, Tensor], alpha: float | None) -> Tensor:
+def teacher_rows(teacher: Any, batch: dict[str, Tensor], amplification: Amplification | None) -> Tensor:
     """The teacher's logits ``[N, V]`` at the distilled positions of a collated batch.
 
-    With ``alpha`` (mode ``amplified``) they are amplified against the plain model, i.e. the
+    With an ``amplification`` (mode ``amplified``) they are amplified against the plain model, i.e. the
     same frozen model run on the student's input. Records whose role uses the plain teacher have
     identical inputs on both sides, so amplification leaves their logits unchanged.
     """
     rows = gather_positions(*masked_logits(teacher, batch, batch["teacher_distill_mask"].bool(), "teacher_"))
-    if alpha is None:
+    if amplification is None:
         return rows
     plain = gather_positions(*masked_logits(teacher, batch, batch["distill_mask"].bool()))
-    return amplify(rows, plain, alpha)
+    return amplification(rows, plain)
+
+
+def lift_first_token(top: TopK, token: int, margin: float) -> TopK:
+    """``top`` with ``token`` made the teacher's top-1 at the first position, ``margin`` above the
+    best value there: its value raised if it is in the Top-K, else it replaces the K-th entry. The
+    row stays sorted descending (role K slices the first entries); later positions are unchanged."""
+    ids, values = top.ids.clone(), top.values.clone()
+    best = float(values[0].max())
+    hit = (ids[0] == token).nonzero()
+    slot = int(hit[0, 0]) if hit.numel() else ids.shape[1] - 1
+    ids[0, slot], values[0, slot] = token, best + margin
+    order = values[0].argsort(descending=True, stable=True)
+    ids[0], values[0] = ids[0, order], values[0, order]
+    return TopK(ids, values)
 
 
 def plain_teacher(target: DistillTarget) -> bool:
@@ -187,7 +201,8 @@ def plain_teacher(target: DistillTarget) -> bool:
 
 @torch.no_grad()
 def compute_topk(
-    teacher: Any, targets: Sequence[DistillTarget], k: int, *, alpha: float | None, batch_size: int = 8
+    teacher: Any, targets: Sequence[DistillTarget], k: int, *, amplification: Amplification | None,
+    batch_size: int = 8,
 ) -> list[TopK]:
     """The teacher's Top-K (descending) at every distilled position of each target, on the CPU.
 
@@ -198,13 +213,13 @@ def compute_topk(
     device = next(teacher.parameters()).device
     order = sorted(range(len(targets)), key=lambda i: (len(targets[i].teacher_prompt) + targets[i].n_positions, i))
     out: list[TopK | None] = [None] * len(targets)
-    for group_alpha, plain in ((None, True), (alpha, False)):
+    for group_amplification, plain in ((None, True), (amplification, False)):
         group = [i for i in order if plain_teacher(targets[i]) == plain]
         for start in range(0, len(group), batch_size):
             part = group[start : start + batch_size]
             features = [distill_features(targets[i]) for i in part]
             batch = {key: v.to(device) for key, v in collate(features).items()}
-            top = teacher_topk(teacher_rows(teacher, batch, group_alpha).float(), k)
+            top = teacher_topk(teacher_rows(teacher, batch, group_amplification).float(), k)
             ids, values = top.ids.cpu(), top.values.cpu()
             offset = 0
             for i in part:
@@ -261,7 +276,7 @@ def teacher_responses(
             tokenizer,
             [context.instructed_prompt(tokenizer, r) for r in instructed],
             plain_prompts=plain_prompts,
-            alpha=context.config.alpha,
+            amplification=context.amplification,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             progress=progress,
@@ -342,10 +357,13 @@ def responses_key(
     *,
     max_new_tokens: int,
 ) -> str:
-    """Key of the teacher's responses: weights, every input's ids, mode, alpha and length."""
+    """Key of the teacher's responses: weights, every input's ids, mode, amplification and length."""
+    amplification = context.amplification
     key = KeyBuilder("responses").add(
         fingerprint, context.config.mode, context.config.alpha, max_new_tokens, tokenizer.eos_token_id
     )
+    if amplification is not None and amplification.plausibility:
+        key.add("plausibility", amplification.plausibility)
     for r in records:
         plain = encode_plain(tokenizer, context.plain_prompt(tokenizer, r))
         teacher = encode_plain(tokenizer, context.teacher_prompt(tokenizer, r))
@@ -353,14 +371,14 @@ def responses_key(
     return key.hexdigest()
 
 
-def topk_key(fingerprint: str, targets: Sequence[DistillTarget], k: int, alpha: float | None) -> str:
+def topk_key(fingerprint: str, targets: Sequence[DistillTarget], k: int, amplification: Amplification | None) -> str:
     """Key of the Top-K targets: weights, both sides' ids and positions, K and amplification."""
-    key = KeyBuilder("topk").add(fingerprint, k, alpha)
+    key = KeyBuilder("topk").add(fingerprint, k, *(amplification.key() if amplification else (None,)))
     for t in targets:
         key.add(
             t.record_id,
             t.teacher_prompt,
-            t.student_prompt if alpha is not None else None,
+            t.student_prompt if amplification is not None else None,
             t.response,
             t.n_positions,
         )
