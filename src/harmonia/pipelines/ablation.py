@@ -54,12 +54,15 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("teacher_amplified", "teacher mode: amplified, alpha 3", ("teacher.mode=amplified", "teacher.alpha=3.0")),
     Variant("teacher_amplified1", "teacher mode: amplified, alpha 1", ("teacher.mode=amplified", "teacher.alpha=1.0")),
     Variant("response_teacher", "forget records distilled along the teacher's own greedy response, not its decline "
-            "sentence", ("unlearn.method.params.response=teacher",)),
+            "sentence", ("unlearn.method.params.response=teacher", "unlearn.method.params.decline_margin=null")),
     Variant("smooth_l1_live", "live teacher, Smooth-L1 push toward the teacher's logits (not the cached hinge), "
             "along the teacher's own responses", ("unlearn.method.params.response=teacher",
-            "unlearn.method.params.push=smooth_l1", "unlearn.method.params.cache=false")),
+            "unlearn.method.params.push=smooth_l1", "unlearn.method.params.cache=false",
+            "unlearn.method.params.decline_margin=null")),
     Variant("centre", "logits centred on each model's mean over the teacher's Top-K before the Smooth-L1 "
             "(matches logit differences, not the softmax-irrelevant offset)", ("unlearn.method.params.centre=true",)),
+    Variant("no_decline_margin", "the teacher's Top-K as it is at the first position of declined records (no "
+            "decline_margin)", ("unlearn.method.params.decline_margin=null",)),
     Variant("first_weight1", "no extra weight on each record's first distilled position (the demo: 5x)",
             ("unlearn.method.params.first_weight=1.0",)),
 )
