@@ -10,10 +10,10 @@ Trailing ``key.sub=value`` arguments override the config for every variant (e.g.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
+from harmonia.cli.comparison import add_comparison_arguments, command_line
 from harmonia.io import write_text_atomic
 from harmonia.pipelines.ablation import VARIANTS, ablation_markdown, choose_variants, run_ablation, variant_config
 from harmonia.pipelines.demo_config import demo_config_path
@@ -21,15 +21,13 @@ from harmonia.pipelines.demo_config import demo_config_path
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="demo",
-                        help="demo config file or preset (default: demo, the 60-step profile of docs/ablations.md)")
     parser.add_argument("--steps", type=int, default=None, help="unlearning steps of every variant (default: config)")
     names = ", ".join(v.name for v in VARIANTS)
     parser.add_argument("--variants", default="", help=f"comma-separated subset of: {names}")
-    parser.add_argument("--eval-limit", type=int, default=None, help="at most N evaluation records per role")
-    parser.add_argument("--output-dir", default="runs/ablation", help="where unlearned models and results go")
-    parser.add_argument("-o", "--output", type=Path, default=Path("docs/ablations.md"), help="markdown to write")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every variant")
+    add_comparison_arguments(parser, output_dir="runs/ablation", output=Path("docs/ablations.md"),
+                             output_help="markdown to write", config="demo",
+                             config_help="demo config file or preset (default: demo, the 60-step profile of "
+                             "docs/ablations.md)")
     return parser.parse_args(argv)
 
 
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> Path:
     steps = variant_config(path, VARIANTS[0], overrides).unlearn.train.steps
     assert steps is not None, "the demo's unlearning stage counts steps, not epochs"
     results = run_ablation(path, variants, overrides=overrides, eval_limit=args.eval_limit)
-    command = "python scripts/ablation.py " + shlex.join(argv)
+    command = command_line("ablation.py", argv)
     return write_text_atomic(args.output, ablation_markdown(results, variants, command=command, steps=steps))
 
 

@@ -13,10 +13,9 @@ learning rate").
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-from pathlib import Path
 
+from harmonia.cli.comparison import add_comparison_arguments, command_line
 from harmonia.errors import ConfigError
 from harmonia.io import write_text_atomic
 from harmonia.pipelines.demo_config import demo_config_path
@@ -33,13 +32,9 @@ def parse_rates(text: str) -> list[float]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="demo_fast", help="demo config file or preset (default: demo_fast)")
     parser.add_argument("--method", required=True, help="the main method's name or a baseline label")
     parser.add_argument("--lrs", required=True, help="comma-separated learning rates")
-    parser.add_argument("--eval-limit", type=int, default=None, help="at most N evaluation records per role")
-    parser.add_argument("--output-dir", default="runs/sweep", help="where unlearned models and results go")
-    parser.add_argument("-o", "--output", type=Path, default=None, help="also write the table to this markdown file")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every point")
+    add_comparison_arguments(parser, output_dir="runs/sweep", output_help="also write the table to this markdown file")
     return parser.parse_args(argv)
 
 
@@ -48,8 +43,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     results = run_lr_sweep(demo_config_path(args.config), args.method, parse_rates(args.lrs),
                            overrides=[f"output_dir={args.output_dir}", *args.overrides], eval_limit=args.eval_limit)
-    command = "python scripts/sweep_lr.py " + shlex.join(argv)
-    text = f"`{command}`\n\n{markdown_table(results)}\n"
+    text = f"`{command_line('sweep_lr.py', argv)}`\n\n{markdown_table(results)}\n"
     if args.output is not None:
         write_text_atomic(args.output, text)
     return text

@@ -14,10 +14,9 @@ is written to ``<output-dir>/<name>-seed<N>``; a finished run with the same sett
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-from pathlib import Path
 
+from harmonia.cli.comparison import add_comparison_arguments, command_line
 from harmonia.errors import ConfigError
 from harmonia.io import write_text_atomic
 from harmonia.pipelines.demo_config import demo_config_path
@@ -38,14 +37,10 @@ def parse_seeds(text: str) -> list[int]:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", default="demo_fast", help="demo config file or preset (default: demo_fast)")
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated unlearning seeds (default: 0,1,2)")
     parser.add_argument("--setting", action="append", default=[], help="'NAME: key=value ...' (repeatable)")
     parser.add_argument("--baselines", default="", help="comma-separated baseline labels run at the same seeds")
-    parser.add_argument("--eval-limit", type=int, default=None, help="at most N evaluation records per role")
-    parser.add_argument("--output-dir", default="runs/seeds", help="where unlearned models and results go")
-    parser.add_argument("-o", "--output", type=Path, default=None, help="also write the tables to this markdown file")
-    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every run")
+    add_comparison_arguments(parser, output_dir="runs/seeds", output_help="also write the tables to this markdown file")
     return parser.parse_args(argv)
 
 
@@ -56,7 +51,7 @@ def main(argv: list[str] | None = None) -> str:
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
     groups = run_seed_sweep(demo_config_path(args.config), settings, parse_seeds(args.seeds), baselines=baselines,
                             overrides=[f"output_dir={args.output_dir}", *args.overrides], eval_limit=args.eval_limit)
-    command = "python scripts/sweep_seeds.py " + shlex.join(argv)
+    command = command_line("sweep_seeds.py", argv)
     runs = [r for group in groups.values() for r in group]
     text = (f"`{command}`\n\nPer setting: mean ± sd (worst seed) over seeds {args.seeds}.\n\n{seed_table(groups)}\n"
             f"Every run:\n\n{markdown_table(runs)}\n")

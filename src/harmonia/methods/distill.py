@@ -392,7 +392,8 @@ class Harmonia(TeacherDistillation):
 
     def prepare(self, records: list[QARecord]) -> list[QARecord]:
         records = super().prepare(records)
-        margin = getattr(self.p, "decline_margin", None)
+        assert isinstance(self.p, HarmoniaParams)
+        margin = self.p.decline_margin
         if margin is not None:
             # (ours) A weak teacher that still continues a started answer puts the continuation first
             # at the one position that decides; the decline it was told to give is put there instead.

@@ -174,13 +174,12 @@ def _measure(
 ) -> tuple[dict[str, RowReport], list[dict[str, Any]]]:
     plain = [context.plain_prompt(tokenizer, r) for r in records]
     prompts = [context.instructed_prompt(tokenizer, r) for r in records] if instructed else plain
-    amplified = instructed and context.amplified
-    amplification = context.amplification if amplified else None
+    amplification = context.amplification if instructed else None
     ids = greedy_ids(
         model,
         tokenizer,
         prompts,
-        plain_prompts=plain if amplified else None,
+        plain_prompts=plain if amplification is not None else None,
         amplification=amplification,
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,

@@ -1,0 +1,29 @@
+"""Arguments shared by the comparison scripts (``scripts/ablation.py``, ``sweep_lr.py``,
+``sweep_seeds.py``): each trains variants of a demo config from its one cached target, evaluates
+them on the same questions and writes a markdown table that starts with the command that made it."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def add_comparison_arguments(parser: argparse.ArgumentParser, *, output_dir: str, output_help: str,
+                             output: Path | None = None, config: str = "demo_fast",
+                             config_help: str = "demo config file or preset (default: demo_fast)") -> None:
+    """``--config``, ``--eval-limit``, ``--output-dir``, ``-o/--output`` and trailing overrides."""
+    parser.add_argument("--config", default=config, help=config_help)
+    parser.add_argument("--eval-limit", type=int, default=None, help="at most N evaluation records per role")
+    parser.add_argument("--output-dir", default=output_dir, help="where unlearned models and results go")
+    parser.add_argument("-o", "--output", type=Path, default=output, help=output_help)
+    parser.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every run")
+
+
+def command_line(script: str, argv: Sequence[str]) -> str:
+    """How the table was made, e.g. ``python scripts/sweep_lr.py --method npo --lrs 2e-4``."""
+    return f"python scripts/{script} " + shlex.join(argv)
+
+
+__all__ = ["add_comparison_arguments", "command_line"]
