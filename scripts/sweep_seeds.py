@@ -1,5 +1,6 @@
-"""Train the method under several settings at several seeds (and baselines at the same seeds); print
-mean ± sd (worst seed) of every headline number per setting.
+"""Train the method under several settings at several seeds; print mean ± sd (worst seed) per setting.
+
+Baselines (``--baselines``) run at the same seeds and get a row of their own.
 
     .venv/bin/python scripts/sweep_seeds.py --seeds 0,1,2 --setting alpha1 \
         --setting "alpha2: teacher.alpha=2.0" --baselines npo -o docs/sweeps/alpha.md
