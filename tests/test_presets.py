@@ -41,10 +41,10 @@ def test_presets_are_listed_and_unknown_names_rejected():
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_validates_and_keeps_the_demo_pipeline(name):
-    demo = load_config(DemoConfig, demo_config_path("demo"))
+    demo = load_config(DemoConfig, demo_config_path("demo_fast"))
     cfg = load_config(DemoConfig, demo_config_path(name))
     assert cfg.name != demo.name and cfg.output_dir != demo.output_dir
-    # inherited through `extends`: the same method, baselines and attacks as the TOFU demo
+    # inherited through `extends`: the same method, baselines and attacks as the default TOFU demo
     assert cfg.unlearn.method == demo.unlearn.method
     assert cfg.run_baselines == demo.run_baselines
     assert cfg.evaluation.attacks == demo.evaluation.attacks
@@ -79,6 +79,17 @@ def test_fast_demo_prepares_the_same_target_and_evaluates_the_same_records():
 def test_gpu_presets_use_the_papers_models():
     assert load_config(DemoConfig, demo_config_path("muse_books_gpu")).model.spec == "meta-llama/Llama-3.2-3B-Instruct"
     assert load_config(DemoConfig, demo_config_path("wmdp_cyber_gpu")).model.spec == "HuggingFaceH4/zephyr-7b-beta"
+
+
+@pytest.mark.parametrize("name", ("muse_books_gpu", "wmdp_cyber_gpu"))
+def test_gpu_presets_drop_the_cpu_profiles_choices(name):
+    """The CPU presets inherit demo_fast's budget, kernel and baseline rates, chosen for the 135M model
+    on this CPU; the GPU presets train every layer with the default kernel, every method at their rate."""
+    cfg = load_config(DemoConfig, demo_config_path(name))
+    cpu = load_config(DemoConfig, demo_config_path(name.removesuffix("_gpu")))
+    assert cpu.unlearn.train.attention == "eager" and cpu.baselines["npo"].lr is not None
+    assert cfg.unlearn.train.attention is None and cfg.unlearn.train.train_top_layers is None
+    assert all(b.lr is None for b in cfg.baselines.values())
 
 
 def test_missing_muse_folder_names_the_source_field_and_variable(monkeypatch, tokenizer):
