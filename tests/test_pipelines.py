@@ -345,3 +345,22 @@ def test_a_baseline_may_set_its_own_learning_rate_and_nothing_else_of_the_budget
     tuned = load_config(DemoConfig, demo_config_path(None), ["baselines.bild.lr=1.0e-3"])
     bild = demo.plan_unlearning(tuned, tuned.method_config("bild"), start, records, main=False)
     assert (bild.method.name, bild.train.lr) == ("bild", 1.0e-3)
+
+
+def test_the_held_out_count_is_of_questions_that_are_evaluated(tokenizer):
+    """Calibration entities are split like every retain record but never evaluated: the log counts
+    only the held-out neighbour and retain questions an evaluation can select."""
+    import re
+
+    from harmonia.data.build import build_dataset
+    from harmonia.pipelines.demo import demo_pools
+
+    cfg = load_config(DemoConfig, demo_config_path(None))
+    records = build_dataset(cfg.data, tokenizer=tokenizer)
+    lines: list[str] = []
+    train, evaluation, _ = demo_pools(cfg, records, log=lines.append)
+    logged = int(re.search(r"(\d+) questions held out", lines[0])[1])
+    trained = {r.id for r in train}
+    held = [r for r in evaluation if not r.prefill and r.id not in trained]
+    assert any(r.metadata.get("calibration") for r in held)  # the split does hold out calibration QA
+    assert logged == sum(not r.metadata.get("calibration") for r in held) > 0

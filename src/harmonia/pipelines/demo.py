@@ -100,7 +100,8 @@ def demo_pools(cfg: DemoConfig, records: Sequence[QARecord],
     """
     split = split_heldout(records, cfg.heldout, seed=cfg.heldout_seed, anchor_method=cfg.data.anchors.method)
     context = build_context(cfg.teacher, split.train)  # few-shot demonstrations never come from held-out items
-    held = sum(not r.prefill for r in records if r.id in split.heldout_ids)
+    # calibration entities are split too but never evaluated (`select` leaves them out)
+    held = sum(not r.prefill and not r.metadata.get("calibration") for r in records if r.id in split.heldout_ids)
     log(f"   {len(records)} records, {held} questions held out for evaluation; "
         f"forget scope: {', '.join(context.scope.forget)}")
     evaluation = [r for r in split.evaluation if not context.shows(r)]
