@@ -62,8 +62,8 @@ def test_fast_demo_prepares_the_same_target_and_evaluates_the_same_records():
     for section in ("model", "data", "eval_data", "target", "heldout", "eval_records", "run_baselines"):
         assert getattr(fast, section) == getattr(demo, section), section
     assert fast.teacher.model_copy(update={"report": demo.teacher.report}) == demo.teacher
-    # the same records, except that demo_fast trains every prefilled copy of the forget questions
-    assert fast.unlearn.records.prefilled == {**demo.unlearn.records.prefilled, "forget": None}
+    # the same records, except that demo_fast trains every prefilled copy of the forget and neighbour questions
+    assert fast.unlearn.records.prefilled == {role: None for role in demo.unlearn.records.prefilled}
     assert fast.unlearn.records.model_copy(update={"prefilled": demo.unlearn.records.prefilled}) == demo.unlearn.records
     assert fast.evaluation.model_copy(update={"generation": demo.evaluation.generation}) == demo.evaluation
     assert fast.evaluation.generation.max_new_tokens == demo.evaluation.generation.max_new_tokens
