@@ -364,3 +364,8 @@ def test_the_held_out_count_is_of_questions_that_are_evaluated(tokenizer):
     held = [r for r in evaluation if not r.prefill and r.id not in trained]
     assert any(r.metadata.get("calibration") for r in held)  # the split does hold out calibration QA
     assert logged == sum(not r.metadata.get("calibration") for r in held) > 0
+    # an evaluation that draws calibration entities counts them too
+    lines.clear()
+    demo_pools(cfg.model_copy(update={"eval_records": cfg.eval_records.model_copy(update={"calibration": True})}),
+               records, log=lines.append)
+    assert int(re.search(r"(\d+) questions held out", lines[0])[1]) == len(held)

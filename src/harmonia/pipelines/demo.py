@@ -51,6 +51,11 @@ class DemoResult:
     table_markdown: str = ""
 
 
+def selectable(record: QARecord, selection: SelectionConfig) -> bool:
+    """Whether :func:`select` may draw ``record``: calibration entities only when ``selection`` asks."""
+    return selection.calibration or not record.metadata.get("calibration")
+
+
 def select(records: Sequence[QARecord], selection: SelectionConfig) -> list[QARecord]:
     """A seeded sample per role of plain and of prefilled records, kept in input order."""
     rng = random.Random(selection.seed)
@@ -58,7 +63,7 @@ def select(records: Sequence[QARecord], selection: SelectionConfig) -> list[QARe
     for kind, sizes in (("plain", selection.plain), ("prefilled", selection.prefilled)):
         for role, n in sizes.items():
             pool = [r.id for r in records if r.role == role and bool(r.prefill) == (kind == "prefilled")
-                    and (selection.calibration or not r.metadata.get("calibration"))]
+                    and selectable(r, selection)]
             keep.update(pool if n is None or n >= len(pool) else rng.sample(pool, n))
     return [r for r in records if r.id in keep]
 
@@ -100,8 +105,8 @@ def demo_pools(cfg: DemoConfig, records: Sequence[QARecord],
     """
     split = split_heldout(records, cfg.heldout, seed=cfg.heldout_seed, anchor_method=cfg.data.anchors.method)
     context = build_context(cfg.teacher, split.train)  # few-shot demonstrations never come from held-out items
-    # calibration entities are split too but never evaluated (`select` leaves them out)
-    held = sum(not r.prefill and not r.metadata.get("calibration") for r in records if r.id in split.heldout_ids)
+    # calibration entities are split too, but the evaluation draws them only if eval_records asks
+    held = sum(not r.prefill and selectable(r, cfg.eval_records) for r in records if r.id in split.heldout_ids)
     log(f"   {len(records)} records, {held} questions held out for evaluation; "
         f"forget scope: {', '.join(context.scope.forget)}")
     evaluation = [r for r in split.evaluation if not context.shows(r)]
