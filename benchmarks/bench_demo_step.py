@@ -3,7 +3,7 @@ weights and the optimiser kernel cost a demo step.
 
 Runs the forward and backward passes of the same global batches of one method of a demo config
 (default: harmonia on ``demo_fast``, started from its cached target) in one process, under
-four settings stepped in turn (round-robin, the order rotating every round) so a busy machine
+five settings stepped in turn (round-robin, the order rotating every round) so a busy machine
 slows all of them alike:
 
 - ``equal/sdpa``: two micro-batches of 8 records each after sorting by length (``equal_split``),
@@ -11,7 +11,10 @@ slows all of them alike:
 - ``least/sdpa``: the engine's cut that pads the fewest tokens (``split_micro_batches``);
 - ``least/eager``: that cut with eager attention (``train.attention: eager``, the demo_fast preset);
 - ``least/eager/frozen-bf16``: the frozen linear weights held in bfloat16 (``training/precision.py``,
-  the engine since session 8), which gives the same losses and gradients.
+  the engine since session 8), which gives the same losses and gradients;
+- ``least/eager/float32``: no autocast at all (``train.bf16: false``, demo_fast since session 14).
+  Not the same numbers: on a CPU without AMX (``benchmarks/bench_matmul_precision.py``) a bf16
+  matmul runs at about half the float32 rate, so this is the fastest setting there.
 
 No optimiser step in these: the settings must see the same weights. The optimiser is timed apart,
 on copies of the trainable weights with random gradients: AdamW's default (for-loop) kernel on CPU
@@ -84,13 +87,13 @@ def main() -> None:
         padded = sum(padded_tokens(ls, split(ls, parts)) for ls in lengths)
         print(f"{name} cut: {padded} padded tokens for {real} real ones ({padded / real:.2f}x)")
 
-    def run(split: Any, attention: str, frozen_dtype: torch.dtype | None = None) -> float:
+    def run(split: Any, attention: str, frozen_dtype: torch.dtype | None = None, bf16: bool = True) -> float:
         model.set_attn_implementation(attention)
         start = time.perf_counter()
         with frozen_linears_in([model], frozen_dtype):
             for batch, ls in zip(batches, lengths, strict=True):
                 for part in split(ls, parts):
-                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=plan.train.bf16):
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                         terms = method.loss(model, collate([batch[i] for i in part]))
                         loss = sum(term.weight * term.total for term in terms.values())
                     loss.backward()
@@ -100,7 +103,8 @@ def main() -> None:
     settings: dict[str, tuple[Any, ...]] = {"equal/sdpa": (equal_split, "sdpa"),
                                             "least/sdpa": (split_micro_batches, "sdpa"),
                                             "least/eager": (split_micro_batches, "eager"),
-                                            "least/eager/frozen-bf16": (split_micro_batches, "eager", torch.bfloat16)}
+                                            "least/eager/frozen-bf16": (split_micro_batches, "eager", torch.bfloat16),
+                                            "least/eager/float32": (split_micro_batches, "eager", None, False)}
     run(split_micro_batches, "sdpa")  # warm-up: allocator, kernels
     seconds: dict[str, list[float]] = {name: [] for name in settings}
     names = list(settings)

@@ -70,6 +70,8 @@ def test_fast_demo_prepares_the_same_target_and_evaluates_the_same_records():
     budget = fast.unlearn.train
     assert budget.steps * budget.batch_size < demo.unlearn.train.steps * demo.unlearn.train.batch_size
     assert budget.train_top_layers is not None
+    # float32 unlearning: on a CPU without AMX a bf16 step costs ~1.5x a float32 one (docs/demo.md)
+    assert demo.unlearn.train.bf16 and not budget.bf16
     # RMU trains only its own layers: they must be among the trained top layers (30 in the model)
     rmu = fast.method_config("rmu").params
     layers = {int(n) for n in re.findall(r"\d+", rmu["trainable_params"][0])}
@@ -83,12 +85,15 @@ def test_gpu_presets_use_the_papers_models():
 
 @pytest.mark.parametrize("name", ("muse_books_gpu", "wmdp_cyber_gpu"))
 def test_gpu_presets_drop_the_cpu_profiles_choices(name):
-    """The CPU presets inherit demo_fast's budget, kernel and baseline rates, chosen for the 135M model
-    on this CPU; the GPU presets train every layer with the default kernel, every method at their rate."""
+    """The CPU presets inherit demo_fast's budget, kernel, precision and baseline rates, chosen for the
+    135M model on this CPU; the GPU presets train every layer in bf16 with the default kernel, every
+    method at their rate."""
     cfg = load_config(DemoConfig, demo_config_path(name))
     cpu = load_config(DemoConfig, demo_config_path(name.removesuffix("_gpu")))
     assert cpu.unlearn.train.attention == "eager" and cpu.baselines["npo"].lr is not None
+    assert not cpu.unlearn.train.bf16
     assert cfg.unlearn.train.attention is None and cfg.unlearn.train.train_top_layers is None
+    assert cfg.unlearn.train.bf16
     assert all(b.lr is None for b in cfg.baselines.values())
 
 
