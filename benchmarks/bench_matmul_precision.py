@@ -35,15 +35,21 @@ def gflops(tokens: int, k: int, n: int, dtype: torch.dtype, repeats: int) -> flo
     return 2 * tokens * k * n / seconds / 1e9
 
 
+def cpu_has(probe: str) -> str:
+    """torch's answer to a private CPU-feature probe (``torch.cpu._is_*``), or "unknown" where this
+    torch has no such probe: the timings below are the answer that matters."""
+    found = getattr(torch.cpu, probe, None)
+    return str(found()) if found is not None else "unknown"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=700, help="rows of each product (tokens of a micro-batch)")
     parser.add_argument("--repeats", type=int, default=50)
     args = parser.parse_args()
-    cpu = torch.cpu
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, AVX-512 BF16 {cpu._is_avx512_bf16_supported()}, "
-          f"AMX {cpu._is_amx_tile_supported()}")
+          f"{torch.backends.cpu.get_cpu_capability()}, AVX-512 BF16 {cpu_has('_is_avx512_bf16_supported')}, "
+          f"AMX {cpu_has('_is_amx_tile_supported')}")
     ratios = []
     for k, n in SHAPES:
         fp32 = gflops(args.tokens, k, n, torch.float32, args.repeats)
