@@ -72,6 +72,7 @@ def test_fast_demo_prepares_the_same_target_and_evaluates_the_same_records():
     assert budget.train_top_layers is not None
     # float32 unlearning: on a CPU without AMX a bf16 step costs ~1.5x a float32 one (docs/demo.md)
     assert demo.unlearn.train.bf16 and not budget.bf16
+    assert not demo.target.bf16  # and the target and reference, shared by both profiles
     # RMU trains only its own layers: they must be among the trained top layers (30 in the model)
     rmu = fast.method_config("rmu").params
     layers = {int(n) for n in re.findall(r"\d+", rmu["trainable_params"][0])}
@@ -91,9 +92,9 @@ def test_gpu_presets_drop_the_cpu_profiles_choices(name):
     cfg = load_config(DemoConfig, demo_config_path(name))
     cpu = load_config(DemoConfig, demo_config_path(name.removesuffix("_gpu")))
     assert cpu.unlearn.train.attention == "eager" and cpu.baselines["npo"].lr is not None
-    assert not cpu.unlearn.train.bf16
+    assert not cpu.unlearn.train.bf16 and not cpu.target.bf16
     assert cfg.unlearn.train.attention is None and cfg.unlearn.train.train_top_layers is None
-    assert cfg.unlearn.train.bf16
+    assert cfg.unlearn.train.bf16 and cfg.target.bf16
     assert all(b.lr is None for b in cfg.baselines.values())
 
 
