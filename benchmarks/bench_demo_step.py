@@ -4,12 +4,13 @@ weights and the optimiser kernel cost a demo step.
 Runs the forward and backward passes of the same global batches of one method of a demo config
 (default: harmonia on ``demo_fast``, started from its cached target) in one process, under
 five settings stepped in turn (round-robin, the order rotating every round) so a busy machine
-slows all of them alike:
+slows all of them alike. The first four run under bf16 autocast (the demo's setting in sessions
+7-13), whatever the config says; the fifth in float32 (demo_fast's since session 14):
 
 - ``equal/sdpa``: two micro-batches of 8 records each after sorting by length (``equal_split``),
   PyTorch's sdpa attention (the engine before session 7);
 - ``least/sdpa``: the engine's cut that pads the fewest tokens (``split_micro_batches``);
-- ``least/eager``: that cut with eager attention (``train.attention: eager``, the demo_fast preset);
+- ``least/eager``: that cut with eager attention (``train.attention: eager``, as in demo_fast);
 - ``least/eager/frozen-bf16``: the frozen linear weights held in bfloat16 (``training/precision.py``,
   the engine since session 8), which gives the same losses and gradients;
 - ``least/eager/float32``: no autocast at all (``train.bf16: false``, demo_fast since session 14).
