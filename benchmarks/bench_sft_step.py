@@ -21,6 +21,7 @@ CONFIGS = {
     "bf16": {"bf16": True},
     "bf16-top8": {"bf16": True, "train_top_layers": 8},
     "fp32-top8": {"train_top_layers": 8},
+    "fp32-top15": {"train_top_layers": 15},
     "lora": {"bf16": True, "lora": {"r": 16, "alpha": 32}},
 }
 
