@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
+
+from child_process import measure_in_child
 
 
 def run_one(mode: str, steps: int, tokens: int) -> dict[str, float]:
@@ -54,9 +54,7 @@ def main() -> None:
         return
     rows = {}
     for mode in args.modes.split(","):
-        out = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(args.steps),
-                              "--tokens", str(args.tokens)], capture_output=True, text=True, check=True)
-        rows[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        rows[mode] = measure_in_child(__file__, mode, "--steps", str(args.steps), "--tokens", str(args.tokens))
     base = rows[next(iter(rows))]["step_s"]
     print(f"{'mode':<8} {'first step s':>13} {'step s':>8} {'vs first':>9}")
     for mode, r in rows.items():

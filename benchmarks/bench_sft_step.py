@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
+
+from child_process import measure_in_child
 
 CONFIGS = {
     "fp32": {},
@@ -65,9 +65,7 @@ def main() -> None:
         return
     rows = {}
     for name in args.configs.split(","):
-        out = subprocess.run([sys.executable, __file__, "--child", name, "--steps", str(args.steps)],
-                             capture_output=True, text=True, check=True)
-        rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
+        rows[name] = measure_in_child(__file__, name, "--steps", str(args.steps))
     base = rows[next(iter(rows))]["step_s"]
     print(f"{'config':<10} {'step s':>8} {'tokens/s':>9} {'vs first':>9} {'peak RSS GiB':>13}")
     for name, r in rows.items():
