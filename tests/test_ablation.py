@@ -11,7 +11,7 @@ import pytest
 from harmonia.data.anchors import drop_anchor_links
 from harmonia.data.build import build_dataset
 from harmonia.data.schema import QARecord
-from harmonia.errors import ConfigError
+from harmonia.errors import ConfigError, HarmoniaError
 from harmonia.pipelines.ablation import (
     VARIANTS,
     choose_variants,
@@ -84,9 +84,27 @@ def test_limit_per_role_caps_each_role(demo_records):
 
 def test_script_runs_end_to_end_on_a_tiny_model(script, tiny_demo, tmp_path):
     out = tmp_path / "ablations.md"
+    # the table replaces its config's marked section; the prose around it and other sections stay
+    prose = ("# Ablations\n\nintro\n\n<!-- ablation:demo:begin -->\nold table\n<!-- ablation:demo:end -->\n\n"
+             "reading\n\n<!-- ablation:demo_fast:begin -->\nother profile\n<!-- ablation:demo_fast:end -->\n")
+    out.write_text(prose)
     script("ablation").main(["--steps", "1", "--variants", "base,raw_text,no_anchors,pull_only", "--eval-limit", "2",
                              "--output-dir", str(tmp_path / "runs"), "-o", str(out), *tiny_demo])
     text = out.read_text()
     for name in ("target", "base", "raw_text", "no_anchors", "pull_only"):
         assert f"| {name} |" in text
     assert "train 1 steps" in text and "combined" in text
+    assert "old table" not in text
+    assert text.startswith("# Ablations\n\nintro\n\n<!-- ablation:demo:begin -->\nEach row toggles")
+    assert text.endswith("<!-- ablation:demo:end -->\n\nreading\n\n<!-- ablation:demo_fast:begin -->\nother profile\n"
+                         "<!-- ablation:demo_fast:end -->\n")
+
+
+def test_script_checks_the_output_before_training(script, tiny_demo, tmp_path):
+    out = tmp_path / "notes.md"
+    out.write_text("hand-written notes without markers\n")
+    with pytest.raises(HarmoniaError, match=r"notes\.md: expected one '<!-- ablation:demo:begin -->'"):
+        script("ablation").main(["--steps", "1", "--variants", "base", "--output-dir", str(tmp_path / "runs"),
+                                 "-o", str(out), *tiny_demo])
+    assert out.read_text() == "hand-written notes without markers\n"
+    assert not (tmp_path / "runs").exists()  # refused before the target was prepared

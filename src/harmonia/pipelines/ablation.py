@@ -167,16 +167,14 @@ def run_ablation(path: Path, variants: Sequence[Variant], *, overrides: Sequence
 
 def ablation_markdown(results: Sequence[EvalResults], variants: Sequence[Variant], *, command: str,
                       steps: int) -> str:
-    """docs/ablations.md: what each variant toggles, then the measured table."""
+    """The generated part of docs/ablations.md: what each variant toggles, then the measured table
+    (no heading: it sits in a section of the hand-written page, see ``write_section_atomic``)."""
     rows = "\n".join(f"| {v.name} | {markdown_escape(v.change)} | {markdown_escape(' '.join(v.overrides)) or '-'} |"
                      for v in variants)
     return (
-        "# Ablations\n\n"
         "Each row toggles one design choice of the method relative to the demo config; all rows start\n"
         f"from the same target, train {steps} steps with the same batch and learning rate, and are\n"
         "evaluated on the same records (objectives relative to the target row). Written by\n"
         f"`scripts/ablation.py`; reproduce with:\n\n```\n{command}\n```\n\n"
-        "| variant | what changes | overrides |\n|:---|:---|:---|\n" + rows + "\n\n"
-        "## Results\n\n" + markdown_table(results)
+        "| variant | what changes | overrides |\n|:---|:---|:---|\n" + rows + "\n\n" + markdown_table(results)
     )
-
