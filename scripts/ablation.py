@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from harmonia.cli.comparison import add_comparison_arguments, command_line
+from harmonia.errors import HarmoniaError
 from harmonia.io import check_section, write_section_atomic
 from harmonia.pipelines.ablation import VARIANTS, ablation_markdown, choose_variants, run_ablation, variant_config
 from harmonia.pipelines.demo_config import demo_config_path
@@ -53,4 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    print(f"wrote {main()}")
+    try:
+        print(f"wrote {main()}")
+    except HarmoniaError as err:  # bad config or output file: the message names it; no traceback
+        sys.exit(f"error: {err}")
