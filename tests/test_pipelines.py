@@ -369,3 +369,28 @@ def test_the_held_out_count_is_of_questions_that_are_evaluated(tokenizer):
     demo_pools(cfg.model_copy(update={"eval_records": cfg.eval_records.model_copy(update={"calibration": True})}),
                records, log=lines.append)
     assert int(re.search(r"(\d+) questions held out", lines[0])[1]) == len(held)
+
+
+def test_a_baseline_inherits_or_sets_its_update_scale(tmp_path):
+    from harmonia.pipelines import demo
+
+    start = model_folder(tmp_path / "base", b"weights", 10**18)
+    records = [rec(0, "forget"), rec(1, "retain")]
+    cfg = load_config(DemoConfig, demo_config_path("demo"),
+                      ["unlearn.train.update_scale=0.7", "baselines.duet.update_scale=1.0"])
+    main = demo.plan_unlearning(cfg, cfg.unlearn.method, start, records, main=True)
+    duet = demo.plan_unlearning(cfg, cfg.method_config("duet"), start, records, main=False)
+    ga = demo.plan_unlearning(cfg, cfg.method_config("ga"), start, records, main=False)  # no entry
+    assert (main.train.update_scale, duet.train.update_scale, ga.train.update_scale) == (0.7, 1.0, 0.7)
+    unscaled = load_config(DemoConfig, demo_config_path("demo"), [])
+    assert demo.plan_unlearning(unscaled, unscaled.unlearn.method, start, records, main=True).key != main.key
+    # the run is keyed by the scale it keeps, not by where the scale was set
+    inherits = load_config(DemoConfig, demo_config_path("demo"), ["baselines.duet.lr=2.0e-4"])
+    sets = load_config(DemoConfig, demo_config_path("demo"), ["baselines.duet.lr=2.0e-4",
+                                                              "baselines.duet.update_scale=1.0"])
+    plans = [demo.plan_unlearning(c, c.method_config("duet"), start, records, main=False) for c in (inherits, sets)]
+    assert plans[0].key == plans[1].key
+    assert demo.plan_unlearning(cfg, cfg.method_config("npo"), start, records, main=False).key != \
+        demo.plan_unlearning(unscaled, unscaled.method_config("npo"), start, records, main=False).key
+    with pytest.raises(ConfigError, match=r"baselines\.duet\.update_scale"):
+        load_config(DemoConfig, demo_config_path("demo"), ["baselines.duet.update_scale=1.5"])

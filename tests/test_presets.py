@@ -96,6 +96,9 @@ def test_gpu_presets_drop_the_cpu_profiles_choices(name):
     assert cfg.unlearn.train.attention is None and cfg.unlearn.train.train_top_layers is None
     assert cfg.unlearn.train.bf16 and cfg.target.bf16
     assert all(b.lr is None for b in cfg.baselines.values())
+    # demo_fast's update scales were tuned on the 135M TOFU demo; every preset trains as trained
+    assert cpu.unlearn.train.update_scale == cfg.unlearn.train.update_scale == 1.0
+    assert all(b.update_scale in (None, 1.0) for preset in (cpu, cfg) for b in preset.baselines.values())
 
 
 def test_missing_muse_folder_names_the_source_field_and_variable(monkeypatch, tokenizer):

@@ -38,7 +38,7 @@ class LoraConfig(Section):
 class TrainConfig(Section):
     """Engine settings shared by every method (fine-tuning and unlearning alike)."""
 
-    keyed_when_set: ClassVar[tuple[str, ...]] = ("attention",)
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("attention", "update_scale")
     """Added after cached targets keyed on this section existed (see ``pipelines.fingerprint``)."""
 
     output_dir: Path | None = None
@@ -62,6 +62,10 @@ class TrainConfig(Section):
     )
     mix: dict[str, float] = Field(default_factory=dict,
                                   description="records per batch per role, as weights; empty = the method's default")
+    update_scale: float = Field(
+        1.0, gt=0, le=1, description="keep this fraction of the update: the saved weights are start + "
+        "update_scale x (trained - start) (WiSE-FT interpolation, training/interpolation.py); 1 = as trained"
+    )
     checkpoint_every: int = Field(0, ge=0, description="0 = no intermediate checkpoints")
     keep_checkpoints: int = Field(1, gt=0)
     save: Literal["merged", "adapter", "none"] = "merged"

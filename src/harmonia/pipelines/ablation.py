@@ -65,6 +65,8 @@ VARIANTS: tuple[Variant, ...] = (
             "decline_margin)", ("unlearn.method.params.decline_margin=null",)),
     Variant("first_weight1", "no extra weight on each record's first distilled position (the demo: 5x)",
             ("unlearn.method.params.first_weight=1.0",)),
+    Variant("no_update_scale", "the trained weights as they are (the demo keeps 0.7 of the update: "
+            "unlearn.train.update_scale)", ("unlearn.train.update_scale=1.0",)),
 )
 
 

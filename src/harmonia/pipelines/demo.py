@@ -26,7 +26,7 @@ from harmonia.evaluation.results import EvalResults
 from harmonia.io import harmonia_home, write_json_atomic, write_text_atomic
 from harmonia.methods.base import Method, MethodParams, build_params, get_method
 from harmonia.models import LoadedModel, load_model
-from harmonia.pipelines.demo_config import DemoConfig, SelectionConfig, check_methods
+from harmonia.pipelines.demo_config import BaselineConfig, DemoConfig, SelectionConfig, check_methods
 from harmonia.pipelines.fingerprint import (
     adopt_legacy,
     cache_path,
@@ -217,10 +217,17 @@ def plan_unlearning(cfg: DemoConfig, method_cfg: MethodConfig, start: Path, reco
     if not main:
         mix = {role: w for role, w in train.mix.items() if role in roles} or dict(cls.default_mix)
         lr = getattr(method_cfg, "lr", None) or train.lr
-        train = train.model_copy(update={"mix": mix, "lr": lr})
+        scale = getattr(method_cfg, "update_scale", None)
+        train = train.model_copy(update={"mix": mix, "lr": lr,
+                                         "update_scale": train.update_scale if scale is None else scale})
         roles = set(mix)
     usable = [r for r in records if r.role in roles]
-    key, legacy = model_keys(start, method_cfg, params.get("teacher", {}), train, usable)
+    # the scale a run keeps is keyed through ``train``; the entry's own copy of it would key a baseline
+    # that sets the scale it would inherit apart from one that inherits it
+    keyed = method_cfg
+    if isinstance(method_cfg, BaselineConfig):
+        keyed = method_cfg.model_copy(update={"update_scale": None})
+    key, legacy = model_keys(start, keyed, params.get("teacher", {}), train, usable)
     return UnlearnPlan(cls, method_params, train, usable, key, legacy)
 
 

@@ -38,12 +38,15 @@ class UnlearnStage(Section):
 
 
 class BaselineConfig(MethodConfig):
-    """A baseline's method and params, and optionally its own learning rate. Steps, batch and
-    records stay the unlearning stage's: the same budget, each method at a rate it trains well at
-    (a rate tuned for one loss can wreck another: docs/demo.md)."""
+    """A baseline's method and params, and optionally its own learning rate and update scale. Steps,
+    batch and records stay the unlearning stage's: the same budget, each method at a rate (and
+    interpolation with the target) it does best at (a rate tuned for one loss can wreck another:
+    docs/demo.md)."""
 
     lr: float | None = Field(None, gt=0, description="learning rate of this baseline (default: unlearn.train.lr)")
-    keyed_when_set: ClassVar[tuple[str, ...]] = ("lr",)
+    update_scale: float | None = Field(None, gt=0, le=1, description="fraction of the update this baseline keeps "
+                                       "(default: unlearn.train.update_scale; see TrainConfig)")
+    keyed_when_set: ClassVar[tuple[str, ...]] = ("lr", "update_scale")
     """Added after cached runs keyed on this section existed (see ``pipelines.fingerprint``)."""
 
 

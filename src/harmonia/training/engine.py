@@ -33,6 +33,7 @@ from harmonia.methods.base import Example, Method, MethodContext, Term
 from harmonia.progress import progress_bar
 from harmonia.training.batching import BatchSchedule, collate
 from harmonia.training.distributed import prepare_frozen
+from harmonia.training.interpolation import interpolate_, start_weights
 from harmonia.training.precision import FrozenCast, frozen_linears_in
 from harmonia.training.trainable import apply_trainable, trainable_parameter_count
 
@@ -192,6 +193,9 @@ class Engine:
         _fresh_accelerator_state()
         self.accelerator = Accelerator(mixed_precision="bf16" if cfg.bf16 else "no", cpu=cpu,
                                        gradient_accumulation_steps=self.micro_per_process)
+        if cfg.update_scale != 1 and self._sharded():
+            raise ConfigError(f"train.update_scale {cfg.update_scale}: interpolating with the start needs every "
+                              "weight whole in each process, not sharded by FSDP or DeepSpeed; use update_scale 1")
         torch.manual_seed(cfg.seed)
         self._loaded_attention = set_attention(model, cfg.attention)
         model = apply_trainable(model, cfg)
@@ -249,6 +253,8 @@ class Engine:
         scheduler = make_scheduler(optimizer, cfg, total)
         # The scheduler stays out of ``prepare``: accelerate would step it once per process per
         # optimiser step, so the schedule would depend on the number of processes.
+        # taken before prepare and before a resumed checkpoint is loaded: the weights the run started from
+        start = start_weights(self.model) if cfg.update_scale != 1 else None
         self.model, optimizer = acc.prepare(self.model, optimizer)
         acc.register_for_checkpointing(scheduler)
 
@@ -274,6 +280,9 @@ class Engine:
         finally:
             # the caller's model object goes on (evaluation, a relearning attack) with its own kernel
             set_attention(acc.unwrap_model(self.model), self._loaded_attention)
+        if start is not None:
+            moved = interpolate_(acc.unwrap_model(self.model), start, cfg.update_scale)
+            self._log_line({"event": "update_scale", "scale": cfg.update_scale, "tensors": moved})
         result = TrainResult(run_dir=self.run_dir, steps=total, history=history,
                              seconds=time.perf_counter() - started)
         result.model_dir = self._save_final()
@@ -293,11 +302,14 @@ class Engine:
         in the same memory. On a GPU the cast is cheap next to the matmul, and sharding engines
         (FSDP, DeepSpeed) own their parameters' storage.
         """
+        acc = self.accelerator
+        return torch.bfloat16 if self.cfg.bf16 and acc.device.type == "cpu" and not self._sharded() else None
+
+    def _sharded(self) -> bool:
+        """Whether FSDP or DeepSpeed own (and shard) the parameters."""
         from accelerate.utils import DistributedType
 
-        acc = self.accelerator
-        sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
-        return torch.bfloat16 if self.cfg.bf16 and acc.device.type == "cpu" and not sharded else None
+        return self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
 
     def _loop(self, start_step: int, total: int, batches: list[list[int]], records: list[QARecord],
               optimizer: Any, scheduler: Any, history: list[dict[str, float]],
