@@ -26,7 +26,8 @@ def _config(tmp_path: Path, model_dir: Path, name: str) -> Path:
     data.write_text("".join(r.model_dump_json() + "\n" for r in records))
     cfg = {"name": name, "model": {"spec": str(model_dir)}, "data_file": str(data),
            "train": {"steps": 4, "batch_size": 8, "micro_batch_size": 2, "lr": 1e-3, "progress": False,
-                     "output_dir": str(tmp_path / name), "save": "merged"}}
+                     "output_dir": str(tmp_path / name), "save": "merged",
+                     "update_scale": 0.5}}  # each process interpolates its whole copy: the same weights
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -51,6 +52,9 @@ def test_two_processes_match_one(tmp_path, tiny_model_dir):
     assert double.returncode == 0, double.stdout[-2000:] + double.stderr[-3000:]
     start = json.loads((tmp_path / "two" / "train_log.jsonl").read_text().splitlines()[0])
     assert start["processes"] == 2
+    for run in ("one", "two"):
+        events = [json.loads(x).get("event") for x in (tmp_path / run / "train_log.jsonl").read_text().splitlines()]
+        assert "update_scale" in events
     one, two = _history(tmp_path / "one"), _history(tmp_path / "two")
     assert len(one) == len(two) == 4
     assert one == pytest.approx(two, rel=1e-5)
