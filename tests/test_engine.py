@@ -160,7 +160,9 @@ def _write_run(tmp_path: Path, model_dir: Path, name: str, steps: int) -> Path:
     data.write_text("".join(r.model_dump_json() + "\n" for r in make_records(16)))
     cfg = {"name": name, "model": {"spec": str(model_dir)}, "data_file": str(data),
            "train": {"steps": steps, "batch_size": 4, "micro_batch_size": 2, "lr": 1e-3, "progress": False,
-                     "checkpoint_every": 10, "output_dir": str(tmp_path / name), "save": "merged"}}
+                     "checkpoint_every": 10, "output_dir": str(tmp_path / name), "save": "merged",
+                     # a resumed run interpolates with the weights it started from, not its checkpoint's
+                     "update_scale": 0.5}}
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

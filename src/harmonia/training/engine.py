@@ -245,6 +245,8 @@ class Engine:
         total = num_steps(cfg, schedule)
         batches = schedule.batches(total)
 
+        # taken before prepare and before a resumed checkpoint is loaded: the weights the run started from
+        start = start_weights(self.model) if cfg.update_scale != 1 else None
         # The fused kernel updates each tensor in one pass: 0.24x the for-loop's time on the demo's CPU,
         # about 0.2 s of a 4-5 s step (docs/demo.md).
         optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad],
@@ -253,8 +255,6 @@ class Engine:
         scheduler = make_scheduler(optimizer, cfg, total)
         # The scheduler stays out of ``prepare``: accelerate would step it once per process per
         # optimiser step, so the schedule would depend on the number of processes.
-        # taken before prepare and before a resumed checkpoint is loaded: the weights the run started from
-        start = start_weights(self.model) if cfg.update_scale != 1 else None
         self.model, optimizer = acc.prepare(self.model, optimizer)
         acc.register_for_checkpointing(scheduler)
 

@@ -1,8 +1,8 @@
 """Weight-space interpolation of a trained model with its start (WiSE-FT, Wortsman et al., 2022).
 
 ``train.update_scale = s`` keeps the fraction ``s`` of what training changed: every trained
-weight becomes ``start + s * (trained - start)``. Fine-tuning literature found the interpolated
-model more robust than the trained one (or than training less); in unlearning it gives back part
+weight becomes ``start + s * (trained - start)``. WiSE-FT found the interpolated model more robust
+to distribution shift than the fine-tuned one; in unlearning it gives back part
 of the collateral damage on what should be kept while the forgetting, learned sharply, survives
 (docs/demo.md, session 18). It costs no training: the demo's 30 steps stay 30.
 
