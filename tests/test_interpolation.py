@@ -107,3 +107,53 @@ def test_update_scale_at_its_default_leaves_cache_keys_as_they_were():
     before = hashlib.sha256(cfg.model_dump_json(exclude={"attention", "update_scale"}).encode() + b"\x00").hexdigest()
     assert fingerprint(cfg) == before
     assert fingerprint(cfg.model_copy(update={"update_scale": 0.7})) != before
+
+
+def test_interpolating_saved_folders_equals_the_engines_scale(tokenizer, tmp_path, tiny_model_dir):
+    """`harmonia interpolate` on a run trained as it is writes the weights of the same run at scale 0.3."""
+    from typer.testing import CliRunner
+
+    from harmonia.cli.main import app
+    from harmonia.models import load_model
+
+    _train(tokenizer, tmp_path, "full", train_top_layers=1)
+    scaled = _train(tokenizer, tmp_path, "scaled", train_top_layers=1, update_scale=0.3)
+    result = CliRunner().invoke(app, ["interpolate", str(tiny_model_dir), str(tmp_path / "full" / "model"),
+                                      "-o", str(tmp_path / "after"), "--scale", "0.3"])
+    assert result.exit_code == 0, result.output
+    after = load_file(tmp_path / "after" / "model.safetensors")
+    assert after.keys() == scaled.keys() and all(torch.equal(after[n], scaled[n]) for n in after)
+    assert "weights at 0.3 of their update" in result.output
+    assert load_model(str(tmp_path / "after")).model is not None  # config and tokenizer came along
+
+
+def test_interpolating_folders_reads_sharded_checkpoints_and_names_bad_input(tmp_path):
+    from safetensors.torch import save_file
+
+    from harmonia.training.interpolation import interpolate_folders
+
+    start, trained = tmp_path / "start", tmp_path / "trained"
+    for folder, values in ((start, (1.0, 2.0)), (trained, (3.0, 2.0))):
+        folder.mkdir()
+        save_file({"a": torch.full((2,), values[0])}, folder / "model-00001-of-00002.safetensors")
+        save_file({"b": torch.full((2,), values[1])}, folder / "model-00002-of-00002.safetensors")
+        (folder / "model.safetensors.index.json").write_text(json.dumps(
+            {"weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}}))
+        (folder / "config.json").write_text("{}")
+    assert interpolate_folders(start, trained, tmp_path / "out", 0.25) == 1  # b did not move
+    assert load_file(tmp_path / "out" / "model-00001-of-00002.safetensors")["a"].tolist() == [1.5, 1.5]
+    assert load_file(tmp_path / "out" / "model-00002-of-00002.safetensors")["b"].tolist() == [2.0, 2.0]
+    assert (tmp_path / "out" / "model.safetensors.index.json").is_file()
+    assert (tmp_path / "out" / "config.json").is_file()
+
+    with pytest.raises(ConfigError, match=r"scale 0: keep a fraction"):
+        interpolate_folders(start, trained, tmp_path / "bad", 0)
+    save_file({"c": torch.zeros(2)}, trained / "model-00002-of-00002.safetensors")  # a weight start lacks
+    (trained / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"a": "model-00001-of-00002.safetensors", "c": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(ConfigError, match=r"no weights \['c'\]"):
+        interpolate_folders(start, trained, tmp_path / "bad", 0.5)
+    (trained / "adapter_config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="an adapter folder"):
+        interpolate_folders(start, trained, tmp_path / "bad", 0.5)
+    assert not (tmp_path / "bad").exists()  # nothing half-written

@@ -262,6 +262,19 @@ def compare(runs: list[Path], output: Annotated[Path | None, typer.Option("-o", 
 
 @app.command()
 @handle_errors
+def interpolate(start: Annotated[Path, typer.Argument(help="the model training started from (a folder)")],
+                trained: Annotated[Path, typer.Argument(help="the trained model (a merged folder)")],
+                output: Annotated[Path, typer.Option("-o", "--output", help="folder to write")],
+                scale: Annotated[float, typer.Option(help="fraction of the update to keep, in (0, 1]")]) -> None:
+    """Keep a fraction of a run's update: start + scale x (trained - start), as train.update_scale does."""
+    from harmonia.training.interpolation import interpolate_folders
+
+    moved = interpolate_folders(start, trained, output, scale)
+    console.print(f"{output}: {moved} weights at {scale} of their update", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@handle_errors
 def serve(model: Annotated[str, typer.Argument(help="model spec")] = "smollm2-135m-instruct",
           host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve a model behind an OpenAI-compatible /v1/chat/completions endpoint."""

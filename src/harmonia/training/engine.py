@@ -195,7 +195,8 @@ class Engine:
                                        gradient_accumulation_steps=self.micro_per_process)
         if cfg.update_scale != 1 and self._sharded():
             raise ConfigError(f"train.update_scale {cfg.update_scale}: interpolating with the start needs every "
-                              "weight whole in each process, not sharded by FSDP or DeepSpeed; use update_scale 1")
+                              "weight whole in each process, not sharded by FSDP or DeepSpeed; train with "
+                              "update_scale 1 and run `harmonia interpolate` on the saved model")
         torch.manual_seed(cfg.seed)
         self._loaded_attention = set_attention(model, cfg.attention)
         model = apply_trainable(model, cfg)
