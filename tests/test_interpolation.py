@@ -148,6 +148,9 @@ def test_interpolating_folders_reads_sharded_checkpoints_and_names_bad_input(tmp
 
     with pytest.raises(ConfigError, match=r"scale 0: keep a fraction"):
         interpolate_folders(start, trained, tmp_path / "bad", 0)
+    save_file({"b": torch.zeros(3)}, trained / "model-00002-of-00002.safetensors")  # another shape
+    with pytest.raises(ConfigError, match=r"b: \(2,\) torch\.float32 in .*start, \(3,\) torch\.float32 in"):
+        interpolate_folders(start, trained, tmp_path / "bad", 0.5)
     save_file({"c": torch.zeros(2)}, trained / "model-00002-of-00002.safetensors")  # a weight start lacks
     (trained / "model.safetensors.index.json").write_text(json.dumps(
         {"weight_map": {"a": "model-00001-of-00002.safetensors", "c": "model-00002-of-00002.safetensors"}}))
