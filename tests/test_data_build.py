@@ -131,6 +131,36 @@ prefill: {enabled: false}
     assert resolve_path("/abs/x", tmp_path) == Path("/abs/x")
 
 
+def test_a_relative_path_from_an_environment_variable_is_taken_from_the_current_directory(tmp_path, monkeypatch):
+    # `export HARMONIA_DATA=../data` means the shell's ../data, not the config file's
+    config_dir, work_dir = tmp_path / "configs", tmp_path / "work"
+    (config_dir).mkdir()
+    (work_dir / "data").mkdir(parents=True)
+    (work_dir / "data" / "qa.jsonl").write_text(json.dumps({"prompt": "Q?", "response": "A."}) + "\n")
+    cfg = load_data_config(
+        _config(
+            config_dir,
+            """
+sources:
+  - {loader: generic, role: retain, path: "${HARMONIA_DATA}/qa.jsonl", fields: {question: prompt, answer: response}}
+  - {loader: generic, role: retain, path: "sub/${HARMONIA_DATA}/qa.jsonl", fields: {question: prompt, answer: response}}
+anchors: {enabled: false}
+prefill: {enabled: false}
+""",
+        )
+    )
+    monkeypatch.chdir(work_dir)
+    monkeypatch.setenv("HARMONIA_DATA", "data")
+    assert cfg.source_path(cfg.sources[0]) == work_dir / "data" / "qa.jsonl"
+    assert [r.question for r in build_dataset(cfg.model_copy(update={"sources": cfg.sources[:1]}))] == ["Q?"]
+    # a variable inside a relative spec is a path component: the spec stays relative to the config
+    assert cfg.source_path(cfg.sources[1]) == config_dir / "sub" / "data" / "qa.jsonl"
+    monkeypatch.setenv("HARMONIA_DATA", str(tmp_path / "elsewhere"))
+    assert cfg.source_path(cfg.sources[0]) == tmp_path / "elsewhere" / "qa.jsonl"
+    monkeypatch.setenv("HARMONIA_DATA", "~/muse")
+    assert cfg.source_path(cfg.sources[0]) == Path("~/muse/qa.jsonl").expanduser()
+
+
 def test_config_errors_name_the_key(tmp_path):
     with pytest.raises(
         ConfigError, match=r"TOFU author 185 is in both tofu_cal \(role retain, calibration\)"

@@ -7,6 +7,10 @@ data and still point at the data shipped inside the package:
 - an absolute path or one starting with ``~`` -> itself;
 - any other relative path -> relative to the config file's folder (``base_dir``), or to the
   current directory when the config did not come from a file.
+
+``${NAME}`` is replaced by an environment variable's value first. A relative path that the
+variable puts at the start of the spec was written in the user's shell, so it is taken relative
+to the current directory, not to the config file's folder.
 """
 
 from __future__ import annotations
@@ -42,5 +46,16 @@ def unset_variables(spec: str | Path) -> list[str]:
 
 def expand_variables(spec: str | Path) -> str:
     """``${NAME}`` -> the environment variable's value; data the package may not ship (the MUSE-Books
-    text) is found this way without writing a machine's path into a shipped config."""
-    return _VARIABLE.sub(lambda m: os.environ.get(m.group(1), m.group(0)), str(spec))
+    text) is found this way without writing a machine's path into a shipped config. A variable that
+    starts the spec with a relative path (``export HARMONIA_MUSE_BOOKS=../data/muse``) is made
+    absolute against the current directory, where the user typed it."""
+
+    def value(match: re.Match[str]) -> str:
+        text = os.environ.get(match.group(1), match.group(0))
+        if match.start() == 0 and not text.startswith(PKG_PREFIX):
+            path = Path(text).expanduser()
+            if not path.is_absolute():
+                return str(Path.cwd() / path)
+        return text
+
+    return _VARIABLE.sub(value, str(spec))
