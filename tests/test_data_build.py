@@ -134,7 +134,7 @@ prefill: {enabled: false}
 def test_a_relative_path_from_an_environment_variable_is_taken_from_the_current_directory(tmp_path, monkeypatch):
     # `export HARMONIA_DATA=../data` means the shell's ../data, not the config file's
     config_dir, work_dir = tmp_path / "configs", tmp_path / "work"
-    (config_dir).mkdir()
+    config_dir.mkdir()
     (work_dir / "data").mkdir(parents=True)
     (work_dir / "data" / "qa.jsonl").write_text(json.dumps({"prompt": "Q?", "response": "A."}) + "\n")
     cfg = load_data_config(

@@ -52,10 +52,6 @@ def expand_variables(spec: str | Path) -> str:
 
     def value(match: re.Match[str]) -> str:
         text = os.environ.get(match.group(1), match.group(0))
-        if match.start() == 0 and not text.startswith(PKG_PREFIX):
-            path = Path(text).expanduser()
-            if not path.is_absolute():
-                return str(Path.cwd() / path)
-        return text
+        return str(resolve_path(text, Path.cwd())) if match.start() == 0 else text
 
     return _VARIABLE.sub(value, str(spec))
