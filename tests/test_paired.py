@@ -9,7 +9,7 @@ import pytest
 from harmonia.errors import HarmoniaError
 from harmonia.evaluation.config import ObjectiveSettings
 from harmonia.evaluation.objectives import compute_objectives
-from harmonia.evaluation.paired import paired_difference, paired_objectives
+from harmonia.evaluation.paired import paired_difference, paired_objectives, paired_objectives_over_seeds
 from harmonia.evaluation.results import AttackEntry, EvalResults, MetricEntry
 
 
@@ -157,3 +157,56 @@ def test_the_interval_does_not_depend_on_the_processs_hash_seed(tmp_path):
                               capture_output=True, text=True, check=True, env={**os.environ, "PYTHONHASHSEED": h}
                               ).stdout for h in ("1", "2", "3")}
     assert len(outputs) == 1
+
+
+def test_over_seeds_the_mean_of_the_seeds_differences_and_their_spread_make_the_interval():
+    a = scored_run("a", forget=[0.25] * 4, attack=[0.0] * 4)   # forget efficacy 0.5
+    b = scored_run("b", forget=[0.0] * 4, attack=[0.0] * 4)    # 1.0
+    c = scored_run("c", forget=[0.125] * 4, attack=[0.0] * 4)  # 0.75
+    # seed 0: +0.5, seed 1: +0.25 on every question; two seeds drawn with replacement average to
+    # 0.5, 0.375 or 0.25, the extremes a quarter of the time each
+    pooled = paired_objectives_over_seeds([(a, b), (a, c)], resamples=4000)["forget_efficacy"]
+    assert (pooled.mean, pooled.low, pooled.high, pooled.pairs) == (pytest.approx(0.375), pytest.approx(0.25),
+                                                                    pytest.approx(0.5), 2)
+    assert str(pooled) == "+0.375 (95% CI +0.250 .. +0.500, n = 12, 2 seeds)"
+    # seeds that disagree: each seed's own interval excludes 0, the pooled one spans it
+    per_seed = [paired_objectives(a, b)["forget_efficacy"], paired_objectives(b, a)["forget_efficacy"]]
+    assert per_seed[0].low > 0 and per_seed[1].high < 0
+    split = paired_objectives_over_seeds([(a, b), (b, a)], resamples=4000)["forget_efficacy"]
+    assert split.mean == pytest.approx(0.0) and split.low == pytest.approx(-0.5) and split.high == pytest.approx(0.5)
+
+
+def test_over_seeds_identical_seeds_give_one_seeds_interval():
+    a = scored_run("a", forget=[0.0, 0.5, 0.25, 0.0], attack=[0.0, 1.0, 0.0, 0.0])
+    b = scored_run("b", forget=[0.25, 0.0, 0.0, 0.5], attack=[1.0, 0.0, 0.0, 1.0])
+    one = paired_objectives(a, b, resamples=300)
+    three = paired_objectives_over_seeds([(a, b)] * 3, resamples=300)
+    assert three.keys() == one.keys()
+    for key, d in one.items():
+        # the same resamples of the questions; any draw of three equal seeds averages to the seed itself
+        assert (three[key].mean, three[key].low, three[key].high) == (
+            pytest.approx(d.mean), pytest.approx(d.low), pytest.approx(d.high))
+        assert (three[key].n, three[key].pairs, d.pairs) == (d.n, 3, 1)
+
+
+def test_over_seeds_every_run_must_share_the_target():
+    other = TARGET.model_copy(update={"metrics": {**TARGET.metrics, "rougeL_recall/forget": entry([0.9] * 4, FORGET)}})
+    a = scored_run("a", forget=[0.25] * 4, attack=[0.0] * 4)
+    b = scored_run("b", forget=[0.0] * 4, attack=[0.0] * 4)
+    elsewhere = scored_run("c", forget=[0.0] * 4, attack=[0.0] * 4, target=other)
+    with pytest.raises(HarmoniaError, match="'a' and 'c' were not scored against the same target"):
+        paired_objectives_over_seeds([(a, b), (a, elsewhere)])
+    with pytest.raises(HarmoniaError, match="no pairs"):
+        paired_objectives_over_seeds([])
+
+
+def test_the_seed_table_gives_each_seed_and_the_seeds_together():
+    from harmonia.reports.seeds import paired_seed_table
+
+    a = scored_run("a", forget=[0.25] * 4, attack=[0.0] * 4)   # forget efficacy 0.5
+    b = scored_run("b", forget=[0.0] * 4, attack=[0.0] * 4)    # 1.0
+    c = scored_run("c", forget=[0.125] * 4, attack=[0.0] * 4)  # 0.75
+    table = paired_seed_table({"base": [b, c], "npo": [a, a]}, ["base"], ["npo"], [3, 7], objective="forget_efficacy")
+    assert table.splitlines()[0] == "| difference | seed 3 | seed 7 | over the seeds |"
+    assert table.splitlines()[2] == ("| base - npo | +0.500 (+0.500 .. +0.500) | +0.250 (+0.250 .. +0.250) "
+                                     "| +0.375 (+0.250 .. +0.500) |")

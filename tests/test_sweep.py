@@ -129,6 +129,8 @@ def test_seed_sweep_script_runs_end_to_end_on_a_tiny_model(script, tiny_demo, tm
         assert f"| {group} |" in text
     for name in ("base-seed0", "base-seed1", "a2-seed0", "npo-seed1"):
         assert f"| {name} |" in text
+    assert "| difference | seed 0 | seed 1 | over the seeds |" in text
+    assert "| base - npo |" in text and "| a2 - npo |" in text
     weights = {n: (runs / n / "model" / "model.safetensors").read_bytes() for n in ("base-seed0", "base-seed1")}
     assert weights["base-seed0"] != weights["base-seed1"]  # the seed reached the training
     with pytest.raises(ConfigError, match="unknown baseline label"):

@@ -28,10 +28,13 @@ class PairedDifference:
     high: float
     n: int
     confidence: float
+    pairs: int = 1
+    """Pairs of runs averaged (one per seed, :func:`paired_objectives_over_seeds`)."""
 
     def __str__(self) -> str:
         pct = round(100 * self.confidence)
-        return f"{self.mean:+.3f} ({pct}% CI {self.low:+.3f} .. {self.high:+.3f}, n = {self.n})"
+        over = f", {self.pairs} seeds" if self.pairs > 1 else ""
+        return f"{self.mean:+.3f} ({pct}% CI {self.low:+.3f} .. {self.high:+.3f}, n = {self.n}{over})"
 
 
 def paired_difference(a: MetricEntry, b: MetricEntry, *, confidence: float = 0.95, resamples: int = 10_000,
@@ -127,15 +130,65 @@ def paired_objectives(a: EvalResults, b: EvalResults, *, confidence: float = 0.9
     objectives divide by) are held fixed: both runs were scored against the same target. Both runs
     must have been evaluated against the same target with the same objective settings.
     """
+    return paired_objectives_over_seeds([(a, b)], confidence=confidence, resamples=resamples, seed=seed)
+
+
+def paired_objectives_over_seeds(pairs: Sequence[tuple[EvalResults, EvalResults]], *, confidence: float = 0.95,
+                                 resamples: int = 2_000, seed: int = 0) -> dict[str, PairedDifference]:
+    """Mean over ``pairs`` (one ``(a, b)`` per unlearning seed) of the objectives' ``b - a``, with a
+    two-level bootstrap: each resample draws the seeds (with replacement) and the questions.
+
+    One seed's interval (:func:`paired_objectives`) says how sure a difference is given that seed's
+    training run; it does not say whether another seed would agree. Here a resample draws as many
+    pairs as there are, with replacement, and the questions as :func:`paired_objectives` does (the
+    same draw for every pair: all were evaluated on the same questions), and averages the pairs'
+    differences. With one pair this is :func:`paired_objectives`. Every run must have been scored
+    against the same target with the same settings.
+    """
     if not 0 < confidence < 1:
         raise HarmoniaError(f"confidence must be in (0, 1), got {confidence}")
-    settings, target, chance = _target_of(a)
-    settings_b, target_b, chance_b = _target_of(b)
-    if (settings, target.metrics, chance) != (settings_b, target_b.metrics, chance_b):
-        raise HarmoniaError(f"'{a.name}' and '{b.name}' were not scored against the same target and settings")
+    if not pairs:
+        raise HarmoniaError("no pairs of runs to compare")
+    first = pairs[0][0]
+    settings, target, chance = _target_of(first)
+    for run in (r for pair in pairs for r in pair):
+        other_settings, other_target, other_chance = _target_of(run)
+        if (other_settings, other_target.metrics, other_chance) != (settings, target.metrics, chance):
+            raise HarmoniaError(f"'{first.name}' and '{run.name}' were not scored against the same target "
+                                "and settings")
+    pools = _Pools(resamples, seed)
+    # [pair, resample] differences per objective, NaN where either side has no value
+    diffs = {key: np.full((len(pairs), resamples), np.nan) for key in OBJECTIVE_KEYS}
+    for p, (a, b) in enumerate(pairs):
+        for key, values in _resampled_differences(a, b, settings, target, chance, pools).items():
+            diffs[key][p] = values
+    # the seeds are drawn from a stream of their own, so one pair's questions are drawn as before
+    picks = np.random.default_rng([seed, 1]).integers(0, len(pairs), size=(resamples, len(pairs))) \
+        if len(pairs) > 1 else np.zeros((resamples, 1), dtype=np.int64)
+    tail = (1 - confidence) / 2
+    n_examples = len({i for ids in pools.weights for i in ids})
+    out: dict[str, PairedDifference] = {}
+    for key in OBJECTIVE_KEYS:
+        points = [getattr(b.objectives, key) - getattr(a.objectives, key) for a, b in pairs
+                  if getattr(a.objectives, key) is not None and getattr(b.objectives, key) is not None]
+        if len(points) < len(pairs):
+            continue
+        drawn = np.take_along_axis(diffs[key].T, picks, axis=1)  # [resample, drawn pair]
+        means = drawn.mean(axis=1)
+        means = means[~np.isnan(means)]
+        if means.size == 0:
+            continue
+        low, high = np.quantile(means, [tail, 1 - tail])
+        out[key] = PairedDifference(float(np.mean(points)), float(low), float(high), n_examples, confidence,
+                                    len(pairs))
+    return out
+
+
+def _resampled_differences(a: EvalResults, b: EvalResults, settings: ObjectiveSettings, target: EvalResults,
+                           chance: float, pools: _Pools) -> dict[str, np.ndarray]:
+    """Per objective, ``b - a`` in each of the pools' resamples of the questions (NaN where undefined)."""
     # Sorted, not set order: the pools draw from one seeded stream in the order they are first
     # used, so a hash-seeded order would give another interval in every process.
-    pools = _Pools(resamples, seed)
     metrics: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for key in sorted(_bootstrapped_metrics(a)):  # only what the objectives read is resampled
         ma, mb = a.metrics.get(key), b.metrics.get(key)
@@ -161,20 +214,11 @@ def paired_objectives(a: EvalResults, b: EvalResults, *, confidence: float = 0.9
             if rates else {}
         return compute_objectives(entries, attacks, settings=settings, target=target, mcq_chance=chance)[0]
 
-    diffs: dict[str, list[float]] = {key: [] for key in OBJECTIVE_KEYS}
-    for r in range(resamples):
+    diffs = {key: np.full(pools.resamples, np.nan) for key in OBJECTIVE_KEYS}
+    for r in range(pools.resamples):
         oa, ob = objectives(0, r), objectives(1, r)
         for key in OBJECTIVE_KEYS:
             va, vb = getattr(oa, key), getattr(ob, key)
             if va is not None and vb is not None:
-                diffs[key].append(vb - va)
-    tail = (1 - confidence) / 2
-    n_examples = len({i for ids in pools.weights for i in ids})
-    out: dict[str, PairedDifference] = {}
-    for key in OBJECTIVE_KEYS:
-        va, vb = getattr(a.objectives, key), getattr(b.objectives, key)
-        if va is None or vb is None or not diffs[key]:
-            continue
-        low, high = np.quantile(np.array(diffs[key]), [tail, 1 - tail])
-        out[key] = PairedDifference(vb - va, float(low), float(high), n_examples, confidence)
-    return out
+                diffs[key][r] = vb - va
+    return diffs

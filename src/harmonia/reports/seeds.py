@@ -3,7 +3,8 @@
 One unlearning run of the demo is one draw of its batches; a design choice or a method is judged
 on the spread over seeds, and a target such as "prefilling success <= 10% at every k" on its worst
 seed. The worst case is the lowest value of a higher-is-better column and the highest of a
-lower-is-better one.
+lower-is-better one. A difference between a setting and a baseline is judged per seed and over the
+seeds, with paired-bootstrap intervals (:func:`paired_seed_table`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from harmonia.evaluation.paired import PairedDifference, paired_objectives, paired_objectives_over_seeds
 from harmonia.evaluation.results import EvalResults
 from harmonia.reports.headline import Column, format_value, headline_columns
 from harmonia.reports.tables import markdown_escape
@@ -58,4 +60,26 @@ def seed_table(groups: Mapping[str, Sequence[EvalResults]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["SeedStats", "seed_stats", "seed_table"]
+def _interval(d: PairedDifference | None) -> str:
+    return "–" if d is None else f"{d.mean:+.3f} ({d.low:+.3f} .. {d.high:+.3f})"
+
+
+def paired_seed_table(groups: Mapping[str, Sequence[EvalResults]], settings: Sequence[str],
+                      baselines: Sequence[str], seeds: Sequence[int], *, objective: str = "combined") -> str:
+    """A markdown table, one row per setting and baseline: the setting's ``objective`` minus the
+    baseline's, paired over the questions at each seed (:func:`paired_objectives`, as ``harmonia
+    compare --paired``) and over all seeds (:func:`paired_objectives_over_seeds`, seeds resampled too),
+    each with its 95% interval. Every group lists its runs in the order of ``seeds``."""
+    header = ["difference", *(f"seed {s}" for s in seeds), "over the seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":---", *("---:" for _ in header[1:])]) + "|"]
+    for setting in settings:
+        for baseline in baselines:
+            pairs = list(zip(groups[baseline], groups[setting], strict=True))
+            cells = [_interval(paired_objectives(a, b).get(objective)) for a, b in pairs]
+            pooled = paired_objectives_over_seeds(pairs).get(objective)
+            name = markdown_escape(f"{setting} - {baseline}")
+            lines.append("| " + " | ".join([name, *cells, _interval(pooled)]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["SeedStats", "paired_seed_table", "seed_stats", "seed_table"]
