@@ -3,7 +3,8 @@
 The demo's held-out neighbour set has 20 questions, so one answer moves the mean recall by up to
 5 points: a difference between two runs is only worth reporting with its interval. Both runs
 are scored on the same examples, so the per-example differences are resampled (paired), which
-removes the between-question variance that an unpaired comparison would keep.
+removes the between-question variance that an unpaired comparison would keep. Over unlearning
+seeds, the seeds are resampled as well (:func:`paired_objectives_over_seeds`).
 """
 
 from __future__ import annotations
