@@ -22,12 +22,10 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from rouge_score.tokenizers import DefaultTokenizer
-
 from harmonia.data.prefill import split_answer
 from harmonia.data.schema import QARecord
 from harmonia.errors import DataError
-from harmonia.evaluation.metrics.rouge import rouge_l
+from harmonia.evaluation.metrics.rouge import rouge_l, rouge_tokens
 from harmonia.evaluation.results import EvalResults
 
 STOPWORDS = frozenset({  # function words: recalling them says nothing about the facts
@@ -50,9 +48,8 @@ class Recount(NamedTuple):
 
 def new_words(question: str, prefix: str, rest: str) -> set[str]:
     """Stemmed words of ``rest`` that are not in ``question`` or ``prefix`` and are not stopwords."""
-    words = DefaultTokenizer(use_stemmer=True).tokenize
-    known = set(words(question)) | set(words(prefix))
-    return {w for w in words(rest) if w not in known and w not in STOPWORDS}
+    known = set(rouge_tokens(question)) | set(rouge_tokens(prefix))
+    return {w for w in rouge_tokens(rest) if w not in known and w not in STOPWORDS}
 
 
 def recount(results: EvalResults, records: Mapping[str, QARecord], tokenizer: Any, *,
@@ -82,7 +79,7 @@ def recount(results: EvalResults, records: Mapping[str, QARecord], tokenizer: An
                 continue
             successes += 1
             new = new_words(record.question, prefix, rest)
-            said = set(DefaultTokenizer(use_stemmer=True).tokenize(generation))
+            said = set(rouge_tokens(generation))
             kept += not new or len(new & said) / len(new) >= threshold
         out[setting] = Recount(len(ids), successes, kept)
     return out

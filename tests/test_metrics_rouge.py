@@ -3,7 +3,7 @@
 import pytest
 
 from harmonia.errors import DataError
-from harmonia.evaluation.metrics.rouge import rouge_l, rouge_l_f1, rouge_l_recall
+from harmonia.evaluation.metrics.rouge import rouge_l, rouge_l_f1, rouge_l_recall, rouge_tokens
 
 
 def test_prefix_of_the_gold_answer():
@@ -33,6 +33,11 @@ def test_stemming_is_on_by_default_and_can_be_switched_off():
     # Porter: cats -> cat, running -> run, runs -> run.
     assert rouge_l("cats running", "cat runs").recall == pytest.approx(1.0)
     assert rouge_l("cats running", "cat runs", use_stemmer=False).recall == pytest.approx(0.0)
+
+
+def test_the_scored_tokens_are_lowercase_words_stemmed_by_default():
+    assert rouge_tokens("The CATS, running!") == ["the", "cat", "run"]
+    assert rouge_tokens("The CATS, running!", use_stemmer=False) == ["the", "cats", "running"]
 
 
 @pytest.mark.parametrize("generation", ["", "   \n\t"])

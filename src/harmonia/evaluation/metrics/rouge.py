@@ -50,9 +50,14 @@ def _tokenizer(use_stemmer: bool) -> DefaultTokenizer:
     return DefaultTokenizer(use_stemmer=use_stemmer)
 
 
+def rouge_tokens(text: str, *, use_stemmer: bool = True) -> list[str]:
+    """The tokens ROUGE-L scores in ``text``: lowercase alphanumeric words, stemmed by default."""
+    return _tokenizer(use_stemmer).tokenize(text)
+
+
 def rouge_l(generation: str, gold: str, *, use_stemmer: bool = True) -> RougeL | None:
     """ROUGE-L of ``generation`` against ``gold``; ``None`` when ``gold`` has no scorable token."""
-    if not _tokenizer(use_stemmer).tokenize(gold):
+    if not rouge_tokens(gold, use_stemmer=use_stemmer):
         return None
     score = _scorer(use_stemmer).score(gold, generation)["rougeL"]
     return RougeL(precision=score.precision, recall=score.recall, f1=score.fmeasure)
