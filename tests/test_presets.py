@@ -34,7 +34,7 @@ def data_env(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_presets_are_listed_and_unknown_names_rejected():
-    assert set(PRESETS) | {"demo", "demo_fast"} == set(demo_presets())
+    assert set(PRESETS) | {"demo", "demo_fast", "demo_attacks"} == set(demo_presets())
     with pytest.raises(ConfigError, match=r"unknown demo preset 'muse'.*muse_books"):
         demo_config_path("muse")
 
@@ -77,6 +77,24 @@ def test_fast_demo_prepares_the_same_target_and_evaluates_the_same_records():
     rmu = fast.method_config("rmu").params
     layers = {int(n) for n in re.findall(r"\d+", rmu["trainable_params"][0])}
     assert min(layers) >= 30 - budget.train_top_layers and re.search(r"\d+", rmu["layer"])[0] == str(max(layers))
+
+
+def test_attack_profile_evaluates_demo_fast_runs_under_every_qa_attack():
+    """demo_attacks trains exactly what demo_fast trains (the same run keys) and adds the jailbreak and
+    relearning attacks to the same evaluation; the combined score still reads the prefilling attack."""
+    fast = load_config(DemoConfig, demo_config_path("demo_fast"))
+    full = load_config(DemoConfig, demo_config_path("demo_attacks"))
+    assert full.output_dir != fast.output_dir
+    for section in ("model", "data", "eval_data", "target", "teacher", "unlearn", "baselines", "run_baselines",
+                    "heldout", "eval_records"):
+        assert getattr(full, section) == getattr(fast, section), section
+    attacks = full.evaluation.attacks
+    assert attacks.prefill == fast.evaluation.attacks.prefill
+    assert fast.evaluation.attacks.jailbreak is None and fast.evaluation.attacks.relearn is None
+    assert attacks.jailbreak is not None and attacks.jailbreak.sources == ["dan"]
+    assert attacks.relearn is not None and attacks.relearn.lr == fast.target.lr
+    assert full.evaluation.objectives == fast.evaluation.objectives
+    assert full.evaluation.model_copy(update={"attacks": fast.evaluation.attacks}) == fast.evaluation
 
 
 def test_gpu_presets_use_the_papers_models():

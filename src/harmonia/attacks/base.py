@@ -71,13 +71,16 @@ class Attack:
             self.params.max_new_tokens if self.params.max_new_tokens is not None else settings.max_new_tokens
         )
 
-    def generate(self, model: Any, tokenizer: Any, prompts: list[str], settings: AttackSettings) -> list[str]:
-        """Greedy continuations of the attack's prompts under the evaluation's generation settings."""
+    def generate(self, model: Any, tokenizer: Any, prompts: list[str], settings: AttackSettings, *,
+                 setting: str = "", share_prefix: bool = False) -> list[str]:
+        """Greedy continuations of the attack's prompts under the evaluation's generation settings
+        (``share_prefix``: prompts that start alike, see :func:`harmonia.evaluation.generation.generate`)."""
         from harmonia.evaluation.backends import generate_texts
 
         return generate_texts(model, tokenizer, prompts, max_new_tokens=self.max_new_tokens(settings),
                               batch_size=settings.batch_size, stop=settings.stop, progress=settings.progress,
-                              description=f"{self.name} attack")
+                              description=f"{self.name} attack{f' ({setting})' if setting else ''}",
+                              share_prefix=share_prefix)
 
     def targets(self, records: Sequence[QARecord]) -> list[QARecord]:
         """The records this attack probes: QA records (not MCQ) of the configured roles."""

@@ -151,33 +151,27 @@ class JailbreakAttack(Attack):
         if not targets:
             return skipped_entry(f"no QA records with roles {self.params.roles}")
         templates = load_templates(self.params)
-        probes = [(name, r) for name in templates for r in targets]
-        prompts = [
-            render_prompt(
-                tokenizer,
-                wrap_question(templates[name], r.question, self.params.generator_name),
-                system=settings.system,
-                prefill=r.prefill,
-            )
-            for name, r in probes
-        ]
-        gens = self.generate(model, tokenizer, prompts, settings)
         builder = EntryBuilder(targets, self.threshold(settings), settings.use_stemmer)
         leaked_any: dict[str, float] = {}
-        for name in templates:
-            idx = [i for i, (n, _) in enumerate(probes) if n == name]
+        for name, template in templates.items():
+            prompts = [
+                render_prompt(
+                    tokenizer,
+                    wrap_question(template, r.question, self.params.generator_name),
+                    system=settings.system,
+                    prefill=r.prefill,
+                )
+                for r in targets
+            ]
+            # one template's prompts share everything before the question: computed once per batch
+            gens = self.generate(model, tokenizer, prompts, settings, setting=name, share_prefix=True)
             leaks = builder.add(
                 name,
-                SettingOutcome(
-                    ids=[probes[i][1].id for i in idx],
-                    generations=[gens[i] for i in idx],
-                    golds=[probes[i][1].answer for i in idx],
-                ),
+                SettingOutcome(ids=[r.id for r in targets], generations=gens, golds=[r.answer for r in targets]),
             )
-            for i, leak in zip(idx, leaks, strict=True):
+            for r, leak in zip(targets, leaks, strict=True):
                 if leak is not None:
-                    rid = probes[i][1].id
-                    leaked_any[rid] = max(leaked_any.get(rid, 0.0), leak)
+                    leaked_any[r.id] = max(leaked_any.get(r.id, 0.0), leak)
         if leaked_any:
             ids = [r.id for r in targets if r.id in leaked_any]
             builder.success_rate["any"] = sum(leaked_any[i] for i in ids) / len(ids)

@@ -151,7 +151,8 @@ def teacher_report(config: Path, overrides: Overrides = None) -> None:
 @handle_errors
 def demo(config: Annotated[str | None, typer.Option(
              help="demo config file, or a preset: demo_fast (TOFU, the default: 30 steps on the top 15 layers), "
-                  "demo (TOFU, 60 steps on all layers), muse_books, wmdp_cyber (and their _gpu versions)")] = None,
+                  "demo_attacks (demo_fast plus jailbreak and relearning attacks), demo (TOFU, 60 steps on all "
+                  "layers), muse_books, wmdp_cyber (and their _gpu versions)")] = None,
          overrides: Overrides = None,
          baselines: Annotated[str | None, typer.Option(help="'all' or comma-separated method names")] = None
          ) -> None:

@@ -131,14 +131,18 @@ def generate_texts(
     stop: Sequence[str] = (),
     progress: bool = True,
     description: str = "generating",
+    share_prefix: bool = False,
 ) -> list[str]:
-    """Greedy continuations of rendered prompts in input order, sharded and on the active backend."""
+    """Greedy continuations of rendered prompts in input order, sharded and on the active backend.
+
+    ``share_prefix``: see :func:`harmonia.evaluation.generation.generate` (vLLM caches shared
+    prefixes by itself)."""
     active = _ACTIVE.get()
 
     def run(part: list[str]) -> list[str]:
         if active is not None and active.model is model:
             return active.generator(part, max_new_tokens=max_new_tokens, stop=stop, progress=progress)
         return generate(model, tokenizer, part, max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop,
-                        progress=progress, description=description)
+                        progress=progress, description=description, share_prefix=share_prefix)
 
     return map_sharded(run, prompts)

@@ -28,6 +28,17 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def shared_prefix(seqs: Sequence[Sequence[int]]) -> list[int]:
+    """The leading tokens all of ``seqs`` share, leaving every sequence at least one token of its own
+    (the first forward of a row needs an input)."""
+    longest = min(len(seq) for seq in seqs) - 1
+    first = seqs[0]
+    end = 0
+    while end < longest and all(seq[end] == first[end] for seq in seqs):
+        end += 1
+    return list(first[:end])
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -39,11 +50,15 @@ def generate(
     stop: Sequence[str] = (),
     progress: bool = True,
     description: str = "generating",
+    share_prefix: bool = False,
 ) -> list[str]:
     """Greedy continuations of already-rendered prompts, in input order.
 
     Prompts are sorted by length so each batch pads little; the model's end-of-turn token ends a
-    sequence, ``stop`` strings cut the decoded text afterwards.
+    sequence, ``stop`` strings cut the decoded text afterwards. With ``share_prefix`` the tokens
+    that every prompt of a batch starts with run once for the batch (a long template around short
+    questions; :func:`harmonia.models.decoding.greedy_tokens`); off by default, so the rows of
+    other evaluations are computed exactly as before.
     """
     if not prompts:
         return []
@@ -57,9 +72,11 @@ def generate(
     with progress_bar(description, total=len(prompts), enabled=progress) as advance:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, mask = left_pad([encoded[i] for i in idx], pad_id, device)
+            seqs = [encoded[i] for i in idx]
+            prefix = shared_prefix(seqs) if share_prefix and own_loop else []
+            ids, mask = left_pad([seq[len(prefix) :] for seq in seqs], pad_id, device)
             if own_loop:
-                new = greedy_tokens(model, ids, mask, max_new_tokens=max_new_tokens, eos_id=eos_id)
+                new = greedy_tokens(model, ids, mask, max_new_tokens=max_new_tokens, eos_id=eos_id, prefix=prefix)
             else:
                 out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                      do_sample=False, num_beams=1, pad_token_id=pad_id, eos_token_id=eos_id)

@@ -191,14 +191,28 @@ class _Live:
         return out.logits[:, -1]
 
 
-def greedy_tokens(model: Any, ids: Tensor, mask: Tensor, *, max_new_tokens: int, eos_id: int | None) -> list[list[int]]:
-    """New greedy token ids of each left-padded row, ending with ``eos_id`` where the row produced it."""
-    pos = positions(mask)
-    # generate drops an all-ones mask as well: the attention then takes its unmasked (causal) path.
-    attn = None if bool(mask.all()) else mask
+def greedy_tokens(model: Any, ids: Tensor, mask: Tensor, *, max_new_tokens: int, eos_id: int | None,
+                  prefix: Sequence[int] = ()) -> list[list[int]]:
+    """New greedy token ids of each left-padded row, ending with ``eos_id`` where the row produced it.
+
+    ``prefix``: tokens every row starts with, left out of ``ids``. They run once, as a batch of one,
+    and their keys and values are copied to every row: a jailbreak template of a thousand tokens
+    wrapped around forty questions is computed once instead of forty times. Row ``i`` then reads
+    ``prefix + ids[i]`` (its padding masked, between the two) at the positions it would have alone.
+    """
     cache_arg = cache_argument(model)
     extra: dict[str, Any] = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-    cache = preallocated_cache(model, ids.shape[1] + max_new_tokens)
+    cache = preallocated_cache(model, len(prefix) + ids.shape[1] + max_new_tokens)
+    if prefix:
+        head = torch.as_tensor([list(prefix)], device=ids.device)
+        out = model(input_ids=head, position_ids=positions(torch.ones_like(head)), use_cache=True,
+                    **extra, **({cache_arg: cache} if cache is not None else {}))
+        cache = returned_cache(out)
+        cache.batch_select_indices(torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device))
+        mask = torch.cat([mask.new_ones((ids.shape[0], len(prefix))), mask], dim=1)
+    pos = positions(mask)[:, len(prefix) :]
+    # generate drops an all-ones mask as well: the attention then takes its unmasked (causal) path.
+    attn = None if bool(mask.all()) else mask
     if cache is not None:
         extra[cache_arg] = cache
     out = model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **extra)

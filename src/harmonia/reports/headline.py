@@ -12,9 +12,10 @@ everywhere. The lookup rules (documented once, here):
   (``mcq_acc/mmlu_machine_learning``, ``mcq_acc/wmdp_cyber``, ...) their ``n_used``-weighted mean,
   which is the accuracy over all their questions together.
 - Attack success rates come from ``attacks``: prefill settings named ``k=<int>`` are prefix
-  lengths, any other prefill setting is an affirmative opener; "prefill worst", "jailbreak" and
-  "relearn" are the highest success rate over an attack's settings (the strongest variant is
-  what an adversary would use).
+  lengths, any other prefill setting is an affirmative opener; "prefill worst" and "jailbreak"
+  are the highest success rate over an attack's settings (the strongest variant is what an
+  adversary would use); "relearn" is the rate after the most relearning steps (setting
+  ``steps=<N>`` with the largest N: ``steps=0``, the model before relearning, is not an attack).
 - The four objectives and their combined score are ``objectives``.
 
 A number that is absent (partial results) or not finite is ``None`` and shows as :data:`MISSING`.
@@ -161,6 +162,15 @@ def worst_rate(results: EvalResults, names: Sequence[str]) -> float | None:
     return max(rates) if rates else None
 
 
+def relearned_rate(results: EvalResults) -> float | None:
+    """Success rate after the most relearning steps (settings ``steps=<N>``), or None without them."""
+    attack = find_attack(results, RELEARN_ATTACKS)
+    if attack is None:
+        return None
+    steps = {int(m.group(1)): name for name in attack.success_rate if (m := re.fullmatch(r"steps=(\d+)", name))}
+    return finite_or_none(attack.success_rate[steps[max(steps)]]) if steps else None
+
+
 def objective(results: EvalResults, name: str) -> float | None:
     """One of the four objectives, or ``combined``; None when not computed."""
     return finite_or_none(getattr(results.objectives, name))
@@ -233,8 +243,8 @@ PREFILL_WORST_COLUMN = Column("prefill_worst", "prefill worst",
 ATTACK_COLUMNS: tuple[Column, ...] = (
     Column("jailbreak", "jailbreak ASR", "highest jailbreak-template success rate",
            "lower", lambda r: worst_rate(r, JAILBREAK_ATTACKS), group="attacks"),
-    Column("relearn", "relearn recovery", "forget-set recovery after relearning (highest over settings)",
-           "lower", lambda r: worst_rate(r, RELEARN_ATTACKS), group="attacks"),
+    Column("relearn", "relearn recovery", "success rate on held-out forget questions after relearning",
+           "lower", relearned_rate, group="attacks"),
 )
 OBJECTIVE_COLUMNS: tuple[Column, ...] = tuple(_objective_column(n) for n in (*OBJECTIVES, "combined"))
 
