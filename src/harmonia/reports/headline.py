@@ -241,7 +241,8 @@ PREFILL_WORST_COLUMN = Column("prefill_worst", "prefill worst",
                               "highest prefilling success rate over all k and openers",
                               "lower", lambda r: worst_rate(r, PREFILL_ATTACKS), group="attacks")
 ATTACK_COLUMNS: tuple[Column, ...] = (
-    Column("jailbreak", "jailbreak ASR", "highest jailbreak-template success rate",
+    Column("jailbreak", "jailbreak ASR", "share of forget questions leaked under a jailbreak template "
+           "('any' of them where the attack reports it, else the strongest)",
            "lower", lambda r: worst_rate(r, JAILBREAK_ATTACKS), group="attacks"),
     Column("relearn", "relearn recovery", "success rate on held-out forget questions after relearning",
            "lower", relearned_rate, group="attacks"),
