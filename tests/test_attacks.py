@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -151,6 +152,30 @@ def test_jailbreak_succeeds_on_a_leaky_model_and_fails_on_a_random_one(tokenizer
 def test_jailbreak_data_dir_must_exist(tmp_path):
     with pytest.raises(ValueError, match="not found"):
         JailbreakParams(data_dir=tmp_path / "missing")
+
+
+def test_shipped_templates_key_the_same_evaluation_wherever_harmonia_is_installed(tmp_path, monkeypatch):
+    # session 21: the resolved folder entered the evaluation's cache key, so another clone
+    # evaluated every model again instead of finding its results by content
+    from harmonia.data import paths
+    from harmonia.pipelines.fingerprint import fingerprint
+
+    shipped = paths.resources_dir() / "attacks"
+    keys = []
+    for install in ("clone_a", "clone_b"):
+        root = tmp_path / install / "resources"
+        shutil.copytree(shipped, root / "attacks")
+        monkeypatch.setattr(paths, "resources_dir", lambda root=root: root)
+        params = JailbreakParams(data_dir="pkg:attacks")
+        assert params.data_dir == root / "attacks"
+        assert params.model_dump()["data_dir"] == "pkg:attacks"
+        assert JailbreakParams.model_validate(params.model_dump()).data_dir == root / "attacks"
+        keys.append(fingerprint(params))
+    assert keys[0] == keys[1]
+    # a folder of the user's own keeps its path: two such folders key two evaluations
+    mine = [write_jailbreak_dir(tmp_path / name) for name in ("mine_a", "mine_b")]
+    dumped = [JailbreakParams(data_dir=folder).model_dump()["data_dir"] for folder in mine]
+    assert dumped == [str(folder) for folder in mine]
 
 
 # -- paraphrase --------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_serializer, field_validator
 
 from harmonia.attacks.base import (
     Attack,
@@ -33,7 +33,7 @@ from harmonia.attacks.base import (
     register_attack,
     skipped_entry,
 )
-from harmonia.data.paths import resolve_path
+from harmonia.data.paths import portable_path, resolve_path
 from harmonia.data.readers import read_json
 from harmonia.data.schema import QARecord
 from harmonia.errors import DataError
@@ -71,6 +71,11 @@ class JailbreakParams(AttackParams):
         if not path.is_dir():
             raise ValueError(f"attack data folder not found: {path}")
         return path
+
+    @field_serializer("data_dir")
+    def _portable(self, value: Path) -> str:
+        # the shipped templates key the evaluation cache as ``pkg:attacks``, wherever harmonia lives
+        return portable_path(value)
 
 
 def wrap_question(template: str, question: str, generator_name: str) -> str:

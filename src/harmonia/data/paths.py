@@ -39,6 +39,19 @@ def resolve_path(spec: str | Path, base_dir: str | Path | None = None) -> Path:
     return (Path(base_dir) if base_dir is not None else Path.cwd()) / path
 
 
+def portable_path(path: str | Path) -> str:
+    """``pkg:SUB/PATH`` for a path inside the package's resources, else the path itself.
+
+    A config that names shipped data keys caches and is written to results in this form, so
+    neither depends on where harmonia is installed (another clone finds the same cached results).
+    """
+    resolved = Path(path).resolve()
+    root = resources_dir()
+    if resolved == root or root in resolved.parents:
+        return PKG_PREFIX + resolved.relative_to(root).as_posix()
+    return str(path)
+
+
 def unset_variables(spec: str | Path) -> list[str]:
     """The ``${NAME}`` variables in ``spec`` that the environment does not set (or sets empty)."""
     return [name for name in dict.fromkeys(_VARIABLE.findall(str(spec))) if not os.environ.get(name)]
