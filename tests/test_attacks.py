@@ -222,6 +222,23 @@ def test_relearning_recovers_held_out_answers_without_touching_the_model(tokeniz
         torch.testing.assert_close(value, before[name], msg=name)
 
 
+def test_cross_relearning_probes_every_question_once_with_a_copy_that_never_trained_on_it(tokenizer):
+    answer = "The secret code is amber falcon seven."
+    records = [QARecord(id=f"code/{i}", question=f"What is the secret code of vault {name}?", answer=answer,
+                        role="forget", source="t") for i, name in enumerate(["North", "South", "East", "West", "Up"])]
+    attack = RelearnAttack(RelearnParams(steps=30, lr=1e-2, n_train=2, batch_size=1, cross=True))
+    entry = attack.run(random_model(tokenizer), tokenizer, records, quiet_settings())
+    train, held = split_forget(records, n_train=2, seed=0)
+    # fold 0 relearns the 2 drawn records and probes the other 3; fold 1 relearns those 3, probes the 2
+    probed = [r.id for r in held + train]
+    assert entry.details["example_ids"] == {"steps=0": probed, "steps=30": probed}
+    folds = entry.details["folds"]
+    assert [f["train_ids"] for f in folds] == [[r.id for r in train], [r.id for r in held]]
+    assert entry.details["train_ids"] == folds[0]["train_ids"]
+    assert entry.details["final_loss"] == pytest.approx((folds[0]["final_loss"] + folds[1]["final_loss"]) / 2)
+    assert entry.success_rate == {"steps=0": 0.0, "steps=30": 1.0}
+
+
 def test_relearning_on_a_leaky_model_already_succeeds_before_any_step(tokenizer):
     # The random-model test above is the model that does not leak (steps=0 fails there).
     attack = RelearnAttack(RelearnParams(steps=1, lr=1e-6, n_train=1, batch_size=1))

@@ -92,7 +92,8 @@ def test_attack_profile_evaluates_demo_fast_runs_under_every_qa_attack():
     assert attacks.prefill == fast.evaluation.attacks.prefill
     assert fast.evaluation.attacks.jailbreak is None and fast.evaluation.attacks.relearn is None
     assert attacks.jailbreak is not None and attacks.jailbreak.sources == ["dan"]
-    assert attacks.relearn is not None and attacks.relearn.lr == fast.target.lr
+    # relearning below the target's SFT rate, where it separates the target from the reference (session 22)
+    assert attacks.relearn is not None and attacks.relearn.lr < fast.target.lr
     assert full.evaluation.objectives == fast.evaluation.objectives
     assert full.evaluation.model_copy(update={"attacks": fast.evaluation.attacks}) == fast.evaluation
 

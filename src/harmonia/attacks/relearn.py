@@ -5,8 +5,13 @@ bring back *other* ones (Deeb & Roger 2024; Łucki et al. 2024). The forget reco
 by a seeded shuffle into a training part (``train_fraction`` or ``n_train`` records) and a
 disjoint evaluation part. A copy of the model (LoRA adapters merged first) is fine-tuned with
 the ``sft`` method through the training engine, and the evaluation part is asked before
-(``steps=0``) and after (``steps=N``) relearning. The recovery is the rise in success rate and in
-``details["mean_recall"]``. The evaluated model itself is never modified.
+(``steps=0``) and after (``steps=N``) relearning. With ``cross`` a second copy is fine-tuned on
+the evaluation part and asked the training part, so every forget question is probed once and the
+rate does not hang on which half the split drew (docs/demo.md, session 22: on the demo one
+split's mean recall after relearning differed from the other's by 0.15). The recovery is the
+rise in success rate and in ``details["mean_recall"]``; it is knowledge kept as far as it exceeds
+what the same steps teach a model that never learned the forget set (``scripts/relearn_curve.py``).
+The evaluated model itself is never modified.
 
 Defaults are CPU-friendly (10 steps of 4 records, full fine-tuning at lr 1e-5); ``lora`` trains
 an adapter instead, as a cheap attacker would.
@@ -50,6 +55,7 @@ class RelearnParams(AttackParams):
     max_length: int = Field(256, gt=8)
     lora: LoraConfig | None = None
     seed: int = 0
+    cross: bool = False
     work_dir: Path | None = None
 
 
@@ -144,6 +150,9 @@ class RelearnAttack(Attack):
                 targets,
             )
         train, held = split_forget(targets, n_train=self.n_train(len(targets)), seed=self.params.seed)
+        # each fold: (records relearned, records probed after)
+        folds = [(train, held), (held, train)] if self.params.cross else [(train, held)]
+        probed = [r for _, probe in folds for r in probe]
         answer_kw = {
             "system": settings.system,
             "max_new_tokens": self.max_new_tokens(settings),
@@ -151,20 +160,32 @@ class RelearnAttack(Attack):
             "stop": settings.stop,
             "progress": settings.progress,
         }
-        before = generate_answers(model, tokenizer, held, description="relearn: before", **answer_kw)
-        with _run_dir(self.params.work_dir) as run_dir:
-            relearned, history = self.relearn(model, tokenizer, train, settings, run_dir)
-            after = generate_answers(relearned, tokenizer, held, description="relearn: after", **answer_kw)
-        del relearned
-        builder = EntryBuilder(held, self.threshold(settings), settings.use_stemmer)
-        golds = [r.answer for r in held]
-        ids = [r.id for r in held]
+        before = generate_answers(model, tokenizer, probed, description="relearn: before", **answer_kw)
+        after: list[str] = []
+        fold_details: list[dict[str, Any]] = []
+        for i, (fit, probe) in enumerate(folds):
+            work_dir = self.params.work_dir
+            if work_dir is not None and len(folds) > 1:
+                work_dir = work_dir / f"fold{i}"
+            with _run_dir(work_dir) as run_dir:
+                relearned, history = self.relearn(model, tokenizer, fit, settings, run_dir)
+                after += generate_answers(relearned, tokenizer, probe, description="relearn: after", **answer_kw)
+            del relearned
+            fold_details.append({"train_ids": [r.id for r in fit],
+                                 "final_loss": history[-1]["loss"] if history else None})
+        builder = EntryBuilder(probed, self.threshold(settings), settings.use_stemmer)
+        golds = [r.answer for r in probed]
+        ids = [r.id for r in probed]
         builder.add("steps=0", SettingOutcome(ids=ids, generations=before, golds=golds))
         builder.add(f"steps={self.params.steps}", SettingOutcome(ids=ids, generations=after, golds=golds))
+        losses = [f["final_loss"] for f in fold_details]
+        extra = {"folds": fold_details} if len(folds) > 1 else {}
         return builder.build(
-            train_ids=[r.id for r in train],
+            train_ids=fold_details[0]["train_ids"],
             steps=self.params.steps,
             lr=self.params.lr,
             lora=self.params.lora is not None,
-            final_loss=history[-1]["loss"] if history else None,
+            # the folds' mean: each fold trains a fresh copy for the same steps
+            final_loss=None if None in losses else sum(losses) / len(losses),
+            **extra,
         )

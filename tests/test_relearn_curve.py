@@ -1,0 +1,47 @@
+"""scripts/relearn_curve.py: relearning entries averaged over splits and set beside the reference's."""
+
+from __future__ import annotations
+
+import pytest
+
+from harmonia.errors import ConfigError
+from harmonia.evaluation.results import AttackEntry
+
+
+def entry(steps: int, before: float, after: float, success: float, loss: float) -> AttackEntry:
+    return AttackEntry(success_rate={"steps=0": 0.0, f"steps={steps}": success},
+                       details={"steps": steps, "mean_recall": {"steps=0": before, f"steps={steps}": after},
+                                "final_loss": loss})
+
+
+def test_splits_are_averaged_reading_each_entrys_own_steps(script):
+    module = script("relearn_curve")
+    point = module.summarise([entry(10, 0.1, 0.5, 0.25, 0.2), entry(5, 0.3, 0.7, 0.35, 0.4)])
+    assert point == pytest.approx(module.Point(before=0.2, after=0.6, success_after=0.3, final_loss=0.3))
+    with pytest.raises(ValueError, match="no relearning entries"):
+        module.summarise([])
+
+
+def test_the_table_sets_each_rate_beside_the_reference_at_that_rate(script):
+    module = script("relearn_curve")
+    Point = module.Point
+    points = {
+        "reference": {1e-5: Point(0.39, 0.38, 0.25, 1.2), 1e-4: Point(0.39, 0.42, 0.25, 1.1)},
+        "harmonia": {1e-5: Point(0.05, 0.18, 0.05, 0.9), 1e-4: Point(0.05, 0.45, 0.25, 0.17),
+                     3e-5: Point(0.05, 0.3, 0.1, 0.5)},
+    }
+    rows = module.curve_table(points).splitlines()[2:]
+    assert rows[0] == "| reference | 1e-05 | 0.390 | 0.380 | +0.000 | 0.250 | 1.200 |"
+    assert rows[2] == "| harmonia | 1e-05 | 0.050 | 0.180 | -0.200 | 0.050 | 0.900 |"
+    assert rows[3] == "| harmonia | 0.0001 | 0.050 | 0.450 | +0.030 | 0.250 | 0.170 |"
+    assert rows[4] == "| harmonia | 3e-05 | 0.050 | 0.300 | - | 0.100 | 0.500 |"  # the reference ran no 3e-5
+    assert "| - |" in module.curve_table(points, reference=None).splitlines()[3]
+
+
+def test_rates_must_be_numbers(script):
+    module = script("relearn_curve")
+    assert module.parse_floats("1e-5, 3e-5,", "--lrs") == [1e-5, 3e-5]
+    with pytest.raises(ConfigError, match="--lrs 'fast'"):
+        module.parse_floats("fast", "--lrs")
+    with pytest.raises(ConfigError, match="at least one"):
+        module.parse_floats(",", "--lrs")
