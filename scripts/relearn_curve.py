@@ -11,11 +11,12 @@ before and after, the recall after minus the reference's, the success rate after
 evaluation's threshold) and the relearning's final loss on the answers it trained on.
 
     .venv/bin/python scripts/relearn_curve.py runs/demo_attacks/{target,reference,harmonia,npo} \\
-        --config demo_attacks --lrs 1e-5,3e-5,1e-4 --splits 0,1 -o docs/sweeps/relearn.md
+        --config demo_attacks --lrs 1e-5,3e-5,1e-4 --splits 0,1 -o relearn.md
 
-The attack's other settings (steps, batch, split fraction) are the config's ``evaluation.attacks.relearn``
-(or the attack's defaults); ``--steps`` changes the steps. With ``-o`` every attack entry (the
-held-out answers and their recall, per split) is written beside the table as JSON.
+The attack's other settings (steps, batch, split fraction, ``cross``) are the config's
+``evaluation.attacks.relearn`` (or the attack's defaults); ``--steps`` and ``--cross/--no-cross``
+change them. With ``-o`` every attack entry (the probed answers and their recall, per split) is
+written beside the table as JSON.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--lrs", default="1e-5,3e-5,1e-4", help="comma-separated learning rates")
     parser.add_argument("--splits", default="0", help="comma-separated seeds of the train/probe split")
     parser.add_argument("--steps", type=int, default=None, help="relearning steps (default: the config's)")
+    parser.add_argument("--cross", action=argparse.BooleanOptionalAction, default=None,
+                        help="relearn each half in turn, probing every question (default: the config's)")
     parser.add_argument("--reference", default=REFERENCE, help="the run the recall after is compared with")
     parser.add_argument("-o", "--output", type=Path, default=None, help="write the table (and entries as .json)")
     args = parser.parse_args(argv)
@@ -112,6 +115,8 @@ def main(argv: list[str] | None = None) -> str:
     base = cfg.evaluation.attacks.relearn or RelearnParams()
     if args.steps is not None:
         base = base.model_copy(update={"steps": args.steps})
+    if args.cross is not None:
+        base = base.model_copy(update={"cross": args.cross})
 
     runs = load_runs(args.runs)
     points: dict[str, dict[float, Point]] = {}
@@ -128,8 +133,9 @@ def main(argv: list[str] | None = None) -> str:
             entries.setdefault(run.name, {})[f"{lr:g}"] = [e.model_dump() for e in found]
         del loaded
     command = command_line("relearn_curve.py", argv)
+    both = ", then the other way round (cross)" if base.cross else ""
     text = (f"`{command}`\n\nRelearning {base.steps} steps of {base.batch_size} on "
-            f"{base.train_fraction:g} of the forget QA, means over splits {splits}:\n\n"
+            f"{base.train_fraction:g} of the forget QA{both}, means over splits {splits}:\n\n"
             f"{curve_table(points, args.reference if args.reference in points else None)}")
     print(text)
     if args.output is not None:
