@@ -43,18 +43,6 @@ class Point(NamedTuple):
     final_loss: float
 
 
-def parse_floats(text: str, option: str) -> list[float]:
-    from harmonia.errors import ConfigError
-
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError as err:
-        raise ConfigError(f"{option} '{text}': comma-separated numbers, e.g. 1e-5,1e-4") from err
-    if not values:
-        raise ConfigError(f"{option} '{text}': give at least one value")
-    return values
-
-
 def summarise(entries: Sequence[AttackEntry]) -> Point:
     """The mean over splits of one run's relearn entries (settings ``steps=0`` and ``steps=N``)."""
     if not entries:
@@ -84,7 +72,7 @@ def curve_table(points: Mapping[str, Mapping[float, Point]], reference: str | No
 
 def main(argv: list[str] | None = None) -> str:
     from harmonia.attacks.relearn import RelearnAttack, RelearnParams
-    from harmonia.cli.comparison import command_line
+    from harmonia.cli.comparison import command_line, parse_rates, parse_seeds
     from harmonia.config import load_config
     from harmonia.evaluation.harness import attack_settings
     from harmonia.io import write_text_atomic
@@ -105,8 +93,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--reference", default=REFERENCE, help="the run the recall after is compared with")
     parser.add_argument("-o", "--output", type=Path, default=None, help="write the table (and entries as .json)")
     args = parser.parse_args(argv)
-    lrs = parse_floats(args.lrs, "--lrs")
-    splits = [int(s) for s in parse_floats(args.splits, "--splits")]
+    lrs = parse_rates(args.lrs)
+    splits = parse_seeds(args.splits, "--splits")
 
     cfg = load_config(DemoConfig, demo_config_path(args.config), [])
     data = load_demo_data(cfg, log=lambda *_: None)

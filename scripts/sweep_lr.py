@@ -15,19 +15,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harmonia.cli.comparison import add_comparison_arguments, command_line
-from harmonia.errors import ConfigError
+from harmonia.cli.comparison import add_comparison_arguments, command_line, parse_rates
 from harmonia.io import write_text_atomic
 from harmonia.pipelines.demo_config import demo_config_path
 from harmonia.pipelines.sweep import run_lr_sweep
 from harmonia.reports.tables import markdown_table
-
-
-def parse_rates(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError as err:
-        raise ConfigError(f"--lrs '{text}': comma-separated numbers, e.g. 2e-4,3.5e-4") from err
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

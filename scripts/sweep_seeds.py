@@ -19,23 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harmonia.cli.comparison import add_comparison_arguments, command_line
-from harmonia.errors import ConfigError
+from harmonia.cli.comparison import add_comparison_arguments, command_line, parse_seeds
 from harmonia.io import write_text_atomic
 from harmonia.pipelines.demo_config import demo_config_path
 from harmonia.pipelines.sweep import Setting, run_seed_sweep
 from harmonia.reports.seeds import paired_seed_table, seed_table
 from harmonia.reports.tables import markdown_table
-
-
-def parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as err:
-        raise ConfigError(f"--seeds '{text}': comma-separated integers, e.g. 0,1,2") from err
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"--seeds '{text}': a seed is listed twice")
-    return seeds
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harmonia.cli.comparison import parse_rates, parse_seeds
 from harmonia.errors import ConfigError
 from harmonia.evaluation.results import AttackEntry
 
@@ -38,10 +39,17 @@ def test_the_table_sets_each_rate_beside_the_reference_at_that_rate(script):
     assert "| - |" in module.curve_table(points, reference=None).splitlines()[3]
 
 
-def test_rates_must_be_numbers(script):
-    module = script("relearn_curve")
-    assert module.parse_floats("1e-5, 3e-5,", "--lrs") == [1e-5, 3e-5]
+def test_rates_and_splits_must_be_numbers():
+    # the parsers the comparison scripts share (sweep_lr's --lrs, sweep_seeds' --seeds)
+    assert parse_rates("1e-5, 3e-5,") == [1e-5, 3e-5]
     with pytest.raises(ConfigError, match="--lrs 'fast'"):
-        module.parse_floats("fast", "--lrs")
+        parse_rates("fast")
     with pytest.raises(ConfigError, match="at least one"):
-        module.parse_floats(",", "--lrs")
+        parse_rates(",")
+    assert parse_seeds("0,1", "--splits") == [0, 1]
+    with pytest.raises(ConfigError, match=r"--splits '1\.5'"):   # not truncated to split 1
+        parse_seeds("1.5", "--splits")
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_seeds("0,0", "--splits")
+    with pytest.raises(ConfigError, match="at least one"):
+        parse_seeds("", "--splits")

@@ -1,6 +1,7 @@
 """Arguments shared by the comparison scripts (``scripts/ablation.py``, ``sweep_lr.py``,
-``sweep_seeds.py``): each trains variants of a demo config from its one cached target, evaluates
-them on the same questions and writes a markdown table that starts with the command that made it."""
+``sweep_seeds.py``, ``relearn_curve.py``): each trains or attacks variants of a demo config from
+its one cached target, evaluates them on the same questions and writes a markdown table that
+starts with the command that made it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import argparse
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+
+from harmonia.errors import ConfigError
 
 
 def add_comparison_arguments(parser: argparse.ArgumentParser, *, output_dir: str, output_help: str,
@@ -21,9 +24,33 @@ def add_comparison_arguments(parser: argparse.ArgumentParser, *, output_dir: str
     parser.add_argument("overrides", nargs="*", help="key.sub=value overrides applied to every run")
 
 
+def parse_rates(text: str, option: str = "--lrs") -> list[float]:
+    """Comma-separated learning rates (``2e-4,3.5e-4``); a bad or empty list names the option."""
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise ConfigError(f"{option} '{text}': comma-separated numbers, e.g. 2e-4,3.5e-4") from err
+    if not rates:
+        raise ConfigError(f"{option} '{text}': give at least one rate")
+    return rates
+
+
+def parse_seeds(text: str, option: str = "--seeds") -> list[int]:
+    """Comma-separated distinct integer seeds (``0,1,2``); a bad, repeated or empty list names the option."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise ConfigError(f"{option} '{text}': comma-separated integers, e.g. 0,1,2") from err
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{option} '{text}': a seed is listed twice")
+    if not seeds:
+        raise ConfigError(f"{option} '{text}': give at least one seed")
+    return seeds
+
+
 def command_line(script: str, argv: Sequence[str]) -> str:
     """How the table was made, e.g. ``python scripts/sweep_lr.py --method npo --lrs 2e-4``."""
     return f"python scripts/{script} " + shlex.join(argv)
 
 
-__all__ = ["add_comparison_arguments", "command_line"]
+__all__ = ["add_comparison_arguments", "command_line", "parse_rates", "parse_seeds"]
