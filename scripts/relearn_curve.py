@@ -8,7 +8,10 @@ the answers' template) to any model. This script runs the attack on every run gi
 learning rates and on several splits of the forget set (each split seed trains on another half),
 and prints per run and rate, averaged over the splits: the held-out answers' mean ROUGE-L recall
 before and after, the recall after minus the reference's, the success rate after (recall >= the
-evaluation's threshold) and the relearning's final loss on the answers it trained on.
+evaluation's threshold) and the relearning's final loss on the answers it trained on. Beside them,
+per run, TOFU's answer probability of the gold forget answers before any relearning (the mean
+length-normalised probability, ``answer_probability/forget``): a model that declines while the gold
+answers stay likely under teacher forcing keeps what relearning brings back (docs/demo.md, session 23).
 
     .venv/bin/python scripts/relearn_curve.py runs/demo_attacks/{target,reference,harmonia,npo} \\
         --config demo_attacks --lrs 1e-5,3e-5,1e-4 --splits 0,1 -o relearn.md
@@ -56,17 +59,22 @@ def summarise(entries: Sequence[AttackEntry]) -> Point:
     )
 
 
-def curve_table(points: Mapping[str, Mapping[float, Point]], reference: str | None = REFERENCE) -> str:
+def curve_table(points: Mapping[str, Mapping[float, Point]], reference: str | None = REFERENCE,
+                probability: Mapping[str, float] | None = None) -> str:
     """A markdown table, one row per run and rate; "- reference" is the recall after minus the
-    reference run's at the same rate (a dash without one)."""
-    lines = ["| run | lr | recall before | recall after | after - reference | success after | final loss |",
-             "|:---|---:|---:|---:|---:|---:|---:|"]
+    reference run's at the same rate (a dash without one); ``probability`` (per run) fills the
+    gold forget answers' probability before relearning (a dash for a run without one)."""
+    probability = probability or {}
+    lines = ["| run | lr | recall before | recall after | after - reference | success after | final loss "
+             "| forget answer probability |",
+             "|:---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, by_lr in points.items():
+        prob = f"{probability[name]:.3f}" if name in probability else "-"
         for lr, p in by_lr.items():
             ref = points.get(reference, {}).get(lr) if reference else None
             excess = f"{p.after - ref.after:+.3f}" if ref is not None else "-"
             lines.append(f"| {name} | {lr:g} | {p.before:.3f} | {p.after:.3f} | {excess} | "
-                         f"{p.success_after:.3f} | {p.final_loss:.3f} |")
+                         f"{p.success_after:.3f} | {p.final_loss:.3f} | {prob} |")
     return "\n".join(lines) + "\n"
 
 
@@ -75,6 +83,7 @@ def main(argv: list[str] | None = None) -> str:
     from harmonia.cli.comparison import command_line, parse_rates, parse_seeds
     from harmonia.config import load_config
     from harmonia.evaluation.harness import attack_settings
+    from harmonia.evaluation.scoring import probability_metrics
     from harmonia.io import write_text_atomic
     from harmonia.models import load_model
     from harmonia.pipelines.demo import load_demo_data, select
@@ -108,10 +117,14 @@ def main(argv: list[str] | None = None) -> str:
 
     runs = load_runs(args.runs)
     points: dict[str, dict[float, Point]] = {}
+    probability: dict[str, float] = {}
+    forget = [r for r in records if r.role == "forget"]
     entries: dict[str, dict[str, list[dict]]] = {}
     for run in runs:
         loaded = load_model(run.model)
         loaded.model.eval()
+        metrics = probability_metrics(loaded.model, loaded.tokenizer, forget, truth_ratio=False, progress=False)
+        probability[run.name] = metrics["answer_probability/forget"].value
         for lr in lrs:
             found = []
             for split in splits:
@@ -124,7 +137,7 @@ def main(argv: list[str] | None = None) -> str:
     both = ", then the other way round (cross)" if base.cross else ""
     text = (f"`{command}`\n\nRelearning {base.steps} steps of {base.batch_size} on "
             f"{base.train_fraction:g} of the forget QA{both}, means over splits {splits}:\n\n"
-            f"{curve_table(points, args.reference if args.reference in points else None)}")
+            f"{curve_table(points, args.reference if args.reference in points else None, probability)}")
     print(text)
     if args.output is not None:
         write_text_atomic(args.output, text)

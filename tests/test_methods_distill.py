@@ -611,19 +611,23 @@ def test_refusal_response_distils_forget_records_along_the_decline(tokenizer, ti
     assert list(method.targets[recs[2].id].response) == expected
 
 
-def test_lift_first_token_by_hand():
+def test_lift_token_by_hand():
     from harmonia.methods.losses import TopK
-    from harmonia.teacher.targets import lift_first_token
+    from harmonia.teacher.targets import lift_token
 
     top = TopK(torch.tensor([[5, 7, 9], [1, 2, 3]]), torch.tensor([[4.0, 3.0, 1.0], [2.0, 1.0, 0.0]]))
     # in the Top-K: raised to best + margin and moved first; the second position is untouched
-    lifted = lift_first_token(top, 9, 2.0)
+    lifted = lift_token(top, 9, 2.0)
     assert lifted.ids.tolist() == [[9, 5, 7], [1, 2, 3]]
     assert lifted.values.tolist() == [[6.0, 4.0, 3.0], [2.0, 1.0, 0.0]]
     # outside it: replaces the K-th entry
-    lifted = lift_first_token(top, 42, 0.5)
+    lifted = lift_token(top, 42, 0.5)
     assert lifted.ids.tolist()[0] == [42, 5, 7] and lifted.values.tolist()[0] == [4.5, 4.0, 3.0]
     assert top.ids.tolist()[0] == [5, 7, 9]  # the input is not modified
+    # the first two rows, each against its own best
+    lifted = lift_token(top, 2, 1.0, rows=2)
+    assert lifted.ids.tolist() == [[2, 5, 7], [2, 1, 3]]
+    assert lifted.values.tolist() == [[5.0, 4.0, 3.0], [3.0, 2.0, 0.0]]
 
 
 def test_decline_margin_puts_the_decline_first_on_declined_records_only(tokenizer, tiny_model, tmp_path):
@@ -643,3 +647,90 @@ def test_decline_margin_puts_the_decline_first_on_declined_records_only(tokenize
             assert torch.equal(after.ids, before.ids) and torch.equal(after.values, before.values)
     with pytest.raises(ConfigError, match="decline_margin edits the cached Top-K"):
         make_method(tokenizer, tiny_model, tmp_path, decline_margin=1.0, response="refusal")  # no cache
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions inside the prefill ('prefix')
+# ---------------------------------------------------------------------------------------------
+
+
+def prefilled_records() -> list[QARecord]:
+    """records() plus a longer prefilled forget copy and a prefilled neighbour copy."""
+    extra = [
+        QARecord(id="f1#prefix4", question="Where was Alma Quist born (1)?", prefill="In Quistown 1",
+                 answer=".", role="forget", source="t", group="Alma Quist",
+                 metadata={"kind": "gold_prefix", "k": 4, "parent_id": "f1"}),
+        QARecord(id="n0#prefix2", question="Where was Bo Lind born (0)?", prefill="In Lind", answer="by 0.",
+                 role="neighbor", source="t", group="Bo Lind",
+                 metadata={"kind": "gold_prefix", "k": 2, "parent_id": "n0"}),
+    ]
+    return records() + extra
+
+
+def test_prefix_positions_predict_the_prefill_tokens_of_instructed_prefilled_records(tokenizer, tiny_model, tmp_path):
+    from harmonia.data.tokens import encode_plain
+
+    kwargs = {"response": "refusal", "cache": True, "push": "hinge"}
+    method = make_method(tokenizer, tiny_model, tmp_path, positions=["response", "prefill", "prefix"], **kwargs)
+    recs = prefilled_records()
+    method.prepare(recs)
+    for rec in recs:
+        target, ex = method.targets[rec.id], method.encode(rec)
+        prefill_ids = encode_plain(tokenizer, rec.prefill) if rec.prefill else []
+        expected_prefix = len(prefill_ids) - 1 if rec.prefill and rec.role == "forget" else 0
+        assert target.n_prefix == ex["n_prefix"] == expected_prefix
+        s_ids, s_mask = torch.tensor(ex["input_ids"]), torch.tensor(ex["distill_mask"]).bool()
+        assert int(s_mask.sum()) == target.n_prefix + target.n_positions == len(method.topk[rec.id].ids)
+        # the distilled positions predict the prefill's tokens after its first, then the decline
+        s_next = s_ids[1:][s_mask[:-1]].tolist()
+        assert s_next == prefill_ids[1 : 1 + target.n_prefix] + list(target.response[: target.n_positions - 1])
+    assert method.targets["f1#prefix4"].n_prefix >= 2  # the test covers a prefill of several tokens
+    # without 'prefix' the same records distil after the prefill only, from the same cached teacher rows
+    after_only = make_method(tokenizer, tiny_model, tmp_path, positions=["response", "prefill"], **kwargs)
+    after_only.prepare(recs)
+    for rec in recs:
+        n = method.targets[rec.id].n_prefix
+        assert torch.allclose(method.topk[rec.id].values[n:], after_only.topk[rec.id].values, atol=1e-5)
+    with pytest.raises(ConfigError, match="needs 'prefill'"):
+        make_method(tokenizer, tiny_model, tmp_path, positions=["response", "prefix"])
+
+
+def test_decline_margin_lifts_the_decline_at_every_prefix_position(tokenizer, tiny_model, tmp_path):
+    kwargs = {"positions": ["response", "prefill", "prefix"], "response": "refusal", "cache": True, "push": "hinge"}
+    plain = make_method(tokenizer, tiny_model, tmp_path, **kwargs)
+    lifted = make_method(tokenizer, tiny_model, tmp_path, decline_margin=1.5, **kwargs)
+    recs = prefilled_records()
+    plain.prepare(recs)
+    lifted.prepare(recs)
+    target = lifted.targets["f1#prefix4"]
+    before, after = plain.topk["f1#prefix4"], lifted.topk["f1#prefix4"]
+    decisions = target.n_prefix + 1
+    assert after.ids[:decisions, 0].tolist() == [target.response[0]] * decisions
+    assert after.values[:decisions, 0].tolist() == pytest.approx((before.values[:decisions].amax(dim=1) + 1.5).tolist())
+    assert torch.equal(after.ids[decisions:], before.ids[decisions:])
+
+
+def test_first_weight_covers_the_prefix_positions():
+    batch, student, teacher = hand_batch()
+    # row 0 distils B (no loss), then A (pull 0.75, smooth_l1 push 2.25): with one prefix position
+    # both are decision positions, so A's terms are tripled too; row 1 (C) has none
+    batch["input_ids"][0] = torch.tensor([0, 0, 2, 1])
+    batch["teacher_input_ids"][0] = torch.tensor([0, 0, 0, 2, 1])
+    batch["n_prefix"] = torch.tensor([1, 0])
+    assert values(hand_method(teacher, first_weight=3.0).loss(student, batch)) == {
+        "pull:forget": 2.25, "push:forget": 6.75, "pull:retain": 0.1875, "push:retain": 0.0}
+    batch["n_prefix"] = torch.tensor([0, 0])  # as without 'prefix': A is not first
+    assert values(hand_method(teacher, first_weight=3.0).loss(student, batch)) == {
+        "pull:forget": 0.75, "push:forget": 2.25, "pull:retain": 0.1875, "push:retain": 0.0}
+
+
+def test_topk_key_without_prefix_positions_is_the_one_written_before_they_existed():
+    from dataclasses import replace
+
+    from harmonia.teacher.targets import DistillTarget, topk_key
+
+    target = DistillTarget("r1", "forget", (1, 2, 3), (4, 5, 1, 2, 3), (7, 8), 2)
+    # computed by the code before 'prefix' (session 22): caches written then stay valid
+    assert topk_key("fp", [target], 10, None) == "5afdd819718e92ac87ae60070cf388af"
+    assert topk_key("fp", [target], 10, Amplification(alpha=1.0)) == "a6441f97203dd972d270b9aba09e7d4f"
+    assert topk_key("fp", [replace(target, n_prefix=1)], 10, None) != topk_key("fp", [target], 10, None)

@@ -31,12 +31,12 @@ def test_the_table_sets_each_rate_beside_the_reference_at_that_rate(script):
         "harmonia": {1e-5: Point(0.05, 0.18, 0.05, 0.9), 1e-4: Point(0.05, 0.45, 0.25, 0.17),
                      3e-5: Point(0.05, 0.3, 0.1, 0.5)},
     }
-    rows = module.curve_table(points).splitlines()[2:]
-    assert rows[0] == "| reference | 1e-05 | 0.390 | 0.380 | +0.000 | 0.250 | 1.200 |"
-    assert rows[2] == "| harmonia | 1e-05 | 0.050 | 0.180 | -0.200 | 0.050 | 0.900 |"
-    assert rows[3] == "| harmonia | 0.0001 | 0.050 | 0.450 | +0.030 | 0.250 | 0.170 |"
-    assert rows[4] == "| harmonia | 3e-05 | 0.050 | 0.300 | - | 0.100 | 0.500 |"  # the reference ran no 3e-5
-    assert "| - |" in module.curve_table(points, reference=None).splitlines()[3]
+    rows = module.curve_table(points, probability={"harmonia": 0.4567}).splitlines()[2:]
+    assert rows[0] == "| reference | 1e-05 | 0.390 | 0.380 | +0.000 | 0.250 | 1.200 | - |"
+    assert rows[2] == "| harmonia | 1e-05 | 0.050 | 0.180 | -0.200 | 0.050 | 0.900 | 0.457 |"
+    assert rows[3] == "| harmonia | 0.0001 | 0.050 | 0.450 | +0.030 | 0.250 | 0.170 | 0.457 |"
+    assert rows[4] == "| harmonia | 3e-05 | 0.050 | 0.300 | - | 0.100 | 0.500 | 0.457 |"  # the reference ran no 3e-5
+    assert "| - | 0.250 | 1.100 | - |" in module.curve_table(points, reference=None).splitlines()[3]
 
 
 def test_rates_and_splits_must_be_numbers():

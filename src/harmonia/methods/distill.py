@@ -95,6 +95,8 @@ class DistillParams(MethodParams):
     def _span(cls, value: list[Position]) -> list[Position]:
         if not set(value) & {"first", "response"}:
             raise ValueError("must include 'first' or 'response' (the span distilled per record)")
+        if "prefix" in value and "prefill" not in value:
+            raise ValueError("'prefix' distils inside the prefilled records: it needs 'prefill' too")
         return list(dict.fromkeys(value))
 
 
@@ -111,11 +113,13 @@ class HarmoniaParams(DistillParams):
     centre: bool = Field(False, description="subtract each model's mean logit over the teacher's Top-K")
     first_weight: float = Field(
         1.0, ge=0, description="weight of each record's first distilled position (where the student decides "
-        "to answer or decline; after a prefill, to continue or stop) relative to the others"
+        "to answer or decline; after a prefill, to continue or stop; with positions 'prefix', every position "
+        "inside the prefill too) relative to the others"
     )
     decline_margin: float | None = Field(
         None, ge=0, description="(ours; cached teacher, response 'refusal') at each declined record's first "
-        "position the decline's first token becomes the teacher's top-1, this many logits above its best"
+        "position (and its 'prefix' positions) the decline's first token becomes the teacher's top-1, this "
+        "many logits above its best"
     )
 
     @model_validator(mode="after")
@@ -309,6 +313,7 @@ class TeacherDistillation(Method):
             example["topk_ids"] = top.ids.tolist()
             example["topk_values"] = top.values.tolist()
         example["role_id"] = ROLES.index(record.role)
+        example["n_prefix"] = target.n_prefix
         return example
 
     def units(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -341,8 +346,10 @@ class TeacherDistillation(Method):
                 f"{roles.shape[0]} student and {n_teacher} teacher positions: the examples' "
                 "distill masks are not aligned"
             )
-        # each record's first distilled position, in the same row-major order as the rows
-        first = (mask & (mask.cumsum(dim=1) == 1))[mask]
+        # each record's decision positions (its first distilled one; with 'prefix', also those inside
+        # its prefill, which come first), in the same row-major order as the rows
+        n_prefix = batch.get("n_prefix", torch.zeros_like(batch["role_id"])).to(mask.device)
+        first = (mask & (mask.cumsum(dim=1) <= n_prefix.unsqueeze(1) + 1))[mask]
         terms: dict[str, Term] = {}
         for i, role in enumerate(ROLES):
             sel = roles == i
@@ -358,7 +365,8 @@ class TeacherDistillation(Method):
     def role_terms(
         self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
     ) -> dict[str, Term]:
-        """The loss terms of one role's positions; ``first [N]`` flags each record's first one."""
+        """The loss terms of one role's positions; ``first [N]`` flags each record's decision positions
+        (its first distilled one and, with positions 'prefix', those inside its prefill)."""
         raise NotImplementedError
 
 
@@ -396,11 +404,13 @@ class Harmonia(TeacherDistillation):
         margin = self.p.decline_margin
         if margin is not None:
             # (ours) A weak teacher that still continues a started answer puts the continuation first
-            # at the one position that decides; the decline it was told to give is put there instead.
+            # at the positions that decide; the decline it was told to give is put there instead.
             assert self.context is not None
             for r in records:
                 if self.context.instructed(r.role):
-                    self.topk[r.id] = tt.lift_first_token(self.topk[r.id], self.targets[r.id].response[0], margin)
+                    target = self.targets[r.id]
+                    self.topk[r.id] = tt.lift_token(self.topk[r.id], target.response[0], margin,
+                                                    rows=target.n_prefix + 1)
         return records
 
     def role_terms(

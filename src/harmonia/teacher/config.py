@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from harmonia.data.schema import ROLES, Role
 
 TeacherMode = Literal["instruction", "fewshot", "amplified"]
-Position = Literal["first", "response", "prefill"]
+Position = Literal["first", "response", "prefill", "prefix"]
 ResponseSource = Literal["teacher", "gold", "refusal"]
 RoleContext = Literal["instructed", "plain"]
 

@@ -7,7 +7,12 @@ Positions (METHOD.md Part 3, ``positions`` option):
   teacher-forced on both sides (the student without the instruction);
 - ``prefill``: records whose ``prefill`` already starts the assistant turn (the first k gold
   tokens or an affirmative opener, created by the data layer) are distilled too, at the span
-  above taken after the prefill. Without it such records are an error, not silently dropped.
+  above taken after the prefill. Without it such records are an error, not silently dropped;
+- ``prefix`` (ours, with ``prefill``): prefilled records of the instructed roles are also distilled
+  at the positions inside their prefill, each predicting the next token of the started answer
+  (teacher-forced): every point where the student decides to go on with a started forget answer or
+  to stop, not only where the prefill ends. The position before the prefill's first token is the
+  plain record's and is left to it.
 
 Both sides end with the same tokens: the chat template's assistant header, the prefill and the
 response ids (tokenised once and appended as ids). So the distilled positions of a record are the
@@ -68,7 +73,8 @@ class DistillTarget:
     """One record's distillation target: both prompts, the response ids and how many positions.
 
     The distilled positions predict ``response[:n]``; with span ``first`` and no response,
-    ``n`` is 1 and the single position predicts the first answer token.
+    ``n`` is 1 and the single position predicts the first answer token. Before them, ``n_prefix``
+    positions inside the prefill (both prompts end with it) predict its tokens 2 .. n_prefix + 1.
     """
 
     record_id: str
@@ -77,6 +83,12 @@ class DistillTarget:
     teacher_prompt: tuple[int, ...]
     response: tuple[int, ...]
     n_positions: int
+    n_prefix: int = 0
+
+    @property
+    def n_distilled(self) -> int:
+        """Every distilled position: the prefix ones, then the response span's."""
+        return self.n_prefix + self.n_positions
 
 
 def span_of(record: QARecord, positions: Sequence[Position]) -> Literal["first", "response"]:
@@ -92,6 +104,8 @@ def span_of(record: QARecord, positions: Sequence[Position]) -> Literal["first",
 def check_positions(positions: Sequence[Position]) -> None:
     if not set(positions) & {"first", "response"}:
         raise ConfigError("positions must include 'first' or 'response' (the span distilled per record)")
+    if "prefix" in positions and "prefill" not in positions:
+        raise ConfigError("positions 'prefix' distils inside the prefilled records: it needs 'prefill' too")
 
 
 def make_target(
@@ -101,6 +115,7 @@ def make_target(
     response: list[int],
     span: Literal["first", "response"],
     max_length: int,
+    n_prefix: int = 0,
 ) -> DistillTarget:
     """The target of one record; the response is cut so the student sequence fits ``max_length``."""
     if len(student_prompt) > max_length:
@@ -121,12 +136,13 @@ def make_target(
         teacher_prompt=tuple(teacher_prompt),
         response=tuple(response[:n]),
         n_positions=n,
+        n_prefix=n_prefix,
     )
 
 
 def _side(prompt: Sequence[int], target: DistillTarget) -> tuple[list[int], list[int]]:
     ids = [*prompt, *target.response[: target.n_positions - 1]]
-    mask = [0] * (len(ids) - target.n_positions) + [1] * target.n_positions
+    mask = [0] * (len(ids) - target.n_distilled) + [1] * target.n_distilled
     return ids, mask
 
 
@@ -157,8 +173,28 @@ def build_targets(
         student = encode_plain(tokenizer, context.plain_prompt(tokenizer, record))
         teacher = encode_plain(tokenizer, context.teacher_prompt(tokenizer, record))
         response = [] if span == "first" or responses is None else responses[record.id]
-        out[record.id] = make_target(record, student, teacher, response, span, max_length)
+        n_prefix = 0
+        if "prefix" in positions and record.prefill and context.instructed(record.role):
+            n_prefix = prefill_length(tokenizer, context, record, student, teacher) - 1
+        out[record.id] = make_target(record, student, teacher, response, span, max_length, n_prefix)
     return out
+
+
+def prefill_length(
+    tokenizer: Any, context: TeacherContext, record: QARecord, student: list[int], teacher: list[int]
+) -> int:
+    """How many of the student prompt's last tokens are the prefill's, checked to be the teacher's too."""
+    bare = encode_plain(tokenizer, context.plain_prompt(tokenizer, record.model_copy(update={"prefill": ""})))
+    n = len(student) - len(bare)
+    if n < 1 or student[: len(bare)] != bare or teacher[-n:] != student[-n:]:
+        raise DataError(
+            None,
+            "the prefill's tokens differ from the ends of the student and teacher prompts (a token "
+            "merged across the assistant header?): positions 'prefix' cannot place them",
+            record=record.id,
+            field="prefill",
+        )
+    return n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,17 +216,19 @@ def teacher_rows(teacher: Any, batch: dict[str, Tensor], amplification: Amplific
     return amplification(rows, plain)
 
 
-def lift_first_token(top: TopK, token: int, margin: float) -> TopK:
-    """``top`` with ``token`` made the teacher's top-1 at the first position, ``margin`` above the
-    best value there: its value raised if it is in the Top-K, else it replaces the K-th entry. The
-    row stays sorted descending (role K slices the first entries); later positions are unchanged."""
+def lift_token(top: TopK, token: int, margin: float, rows: int = 1) -> TopK:
+    """``top`` with ``token`` made the teacher's top-1 at each of the first ``rows`` positions,
+    ``margin`` above the best value there: its value raised if it is in the Top-K, else it replaces
+    the K-th entry. Each row stays sorted descending (role K slices the first entries); later
+    positions are unchanged."""
     ids, values = top.ids.clone(), top.values.clone()
-    best = float(values[0].max())
-    hit = (ids[0] == token).nonzero()
-    slot = int(hit[0, 0]) if hit.numel() else ids.shape[1] - 1
-    ids[0, slot], values[0, slot] = token, best + margin
-    order = values[0].argsort(descending=True, stable=True)
-    ids[0], values[0] = ids[0, order], values[0, order]
+    for row in range(min(rows, ids.shape[0])):
+        best = float(values[row].max())
+        hit = (ids[row] == token).nonzero()
+        slot = int(hit[0, 0]) if hit.numel() else ids.shape[1] - 1
+        ids[row, slot], values[row, slot] = token, best + margin
+        order = values[row].argsort(descending=True, stable=True)
+        ids[row], values[row] = ids[row, order], values[row, order]
     return TopK(ids, values)
 
 
@@ -223,7 +261,7 @@ def compute_topk(
             ids, values = top.ids.cpu(), top.values.cpu()
             offset = 0
             for i in part:
-                n = targets[i].n_positions
+                n = targets[i].n_distilled
                 out[i] = TopK(ids[offset : offset + n], values[offset : offset + n])
                 offset += n
     missing = [targets[i].record_id for i, top in enumerate(out) if top is None]
@@ -382,6 +420,8 @@ def topk_key(fingerprint: str, targets: Sequence[DistillTarget], k: int, amplifi
             t.response,
             t.n_positions,
         )
+        if t.n_prefix:  # added only when set: the keys of every cache written without it stay valid
+            key.add("prefix", t.n_prefix)
     return key.hexdigest()
 
 
