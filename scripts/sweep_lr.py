@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from harmonia.cli.comparison import add_comparison_arguments, command_line, parse_rates
-from harmonia.io import write_text_atomic
+from harmonia.cli.comparison import add_comparison_arguments, parse_rates, table_with_command
 from harmonia.pipelines.demo_config import demo_config_path
 from harmonia.pipelines.sweep import run_lr_sweep
 from harmonia.reports.tables import markdown_table
@@ -35,10 +34,7 @@ def main(argv: list[str] | None = None) -> str:
     args = parse_args(argv)
     results = run_lr_sweep(demo_config_path(args.config), args.method, parse_rates(args.lrs),
                            overrides=[f"output_dir={args.output_dir}", *args.overrides], eval_limit=args.eval_limit)
-    text = f"`{command_line('sweep_lr.py', argv)}`\n\n{markdown_table(results)}\n"
-    if args.output is not None:
-        write_text_atomic(args.output, text)
-    return text
+    return table_with_command("sweep_lr.py", argv, markdown_table(results), args.output)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Arguments shared by the comparison scripts (``scripts/ablation.py``, ``sweep_lr.py``,
-``sweep_seeds.py``, ``relearn_curve.py``): each trains or attacks variants of a demo config from
+``sweep_seeds.py``, ``relearn_curve.py``, ``rescale_update.py``): each trains or attacks variants of a demo config from
 its one cached target, evaluates them on the same questions and writes a markdown table that
 starts with the command that made it."""
 
@@ -53,4 +53,14 @@ def command_line(script: str, argv: Sequence[str]) -> str:
     return f"python scripts/{script} " + shlex.join(argv)
 
 
-__all__ = ["add_comparison_arguments", "command_line", "parse_rates", "parse_seeds"]
+def table_with_command(script: str, argv: Sequence[str], table: str, output: Path | None) -> str:
+    """``table`` under the command line that made it; also written to ``output`` when one is given."""
+    from harmonia.io import write_text_atomic
+
+    text = f"`{command_line(script, argv)}`\n\n{table}\n"
+    if output is not None:
+        write_text_atomic(output, text)
+    return text
+
+
+__all__ = ["add_comparison_arguments", "command_line", "parse_rates", "parse_seeds", "table_with_command"]
