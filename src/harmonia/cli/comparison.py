@@ -1,7 +1,7 @@
 """Arguments shared by the comparison scripts (``scripts/ablation.py``, ``sweep_lr.py``,
-``sweep_seeds.py``, ``relearn_curve.py``, ``rescale_update.py``): each trains or attacks variants of a demo config from
-its one cached target, evaluates them on the same questions and writes a markdown table that
-starts with the command that made it."""
+``sweep_seeds.py``, ``relearn_curve.py``, ``rescale_update.py``): each trains, attacks or rebuilds
+variants of a demo config from its one cached target, evaluates them on the same questions and
+writes a markdown table that starts with the command that made it."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harmonia.errors import ConfigError
+from harmonia.io import write_text_atomic
 
 
 def add_comparison_arguments(parser: argparse.ArgumentParser, *, output_dir: str, output_help: str,
@@ -55,8 +56,6 @@ def command_line(script: str, argv: Sequence[str]) -> str:
 
 def table_with_command(script: str, argv: Sequence[str], table: str, output: Path | None) -> str:
     """``table`` under the command line that made it; also written to ``output`` when one is given."""
-    from harmonia.io import write_text_atomic
-
     text = f"`{command_line(script, argv)}`\n\n{table}\n"
     if output is not None:
         write_text_atomic(output, text)
