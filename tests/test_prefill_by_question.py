@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from harmonia.errors import DataError
@@ -24,7 +26,7 @@ def test_each_question_counts_the_runs_that_leak_it_per_prefill_length(script):
     b = run("a1", {"q1": 1.0, "q2": 0.0, "q3": 0.0}, {"q1": 0.0, "q2": 1.0})
     ref = run("ref", {"q1": 0.0, "q2": 0.0, "q3": 0.0}, {"q1": 0.0, "q2": 0.0})
     counts = module.leaks([a, b])
-    assert counts == {"k=2": {"q1": 2, "q3": 1}, "k=10": {"q1": 1, "q2": 1}}
+    assert counts == {"k=2": Counter({"q1": 2, "q3": 1}), "k=10": Counter({"q1": 1, "q2": 1})}
     table = module.leak_table({"harmonia": [a, b], "reference": [ref]})
     assert table.splitlines() == [
         "| question | harmonia (2 runs), k = 2/10 | reference (1 runs), k = 2/10 |",
@@ -34,6 +36,23 @@ def test_each_question_counts_the_runs_that_leak_it_per_prefill_length(script):
         "| q3 | 1/0 | 0/0 |",
         "| all questions | 3/2 | 0/0 |",
     ]
+
+
+def test_declines_are_counted_for_every_question_probed(script):
+    module = script("prefill_by_question")
+    sorry = "I'm sorry, I don't have information about that."
+    attack = AttackEntry(success_rate={"k=2": 0.0, "k=5": 0.5},
+                         per_example={"k=2": [0.0, 0.0], "k=5": [1.0, 0.0]},
+                         generations={"k=2": [sorry, "in Paris, a writer"], "k=5": ["the Tolstoy Award", sorry]},
+                         details={"example_ids": {"k=2": ["q1", "q2"], "k=5": ["q1", "q2"]}})
+    runs = [EvalResults(name=f"r{i}", model="m", attacks={"prefill": attack}) for i in range(2)]
+    assert module.leaks(runs, declined=True) == {"k=2": Counter({"q1": 2}), "k=5": Counter({"q2": 2})}
+    # q2 at k=2 continued with other facts: neither a leak nor a decline, still a row
+    assert module.leak_table({"h": runs}, declined=True).splitlines()[2:] == [
+        "| q1 | 2/0 |", "| q2 | 0/2 |", "| all questions | 2/2 |"]
+    bare = attack.model_copy(update={"generations": {}})
+    with pytest.raises(DataError, match="no generations"):
+        module.leaks([EvalResults(name="b", model="m", attacks={"prefill": bare})], declined=True)
 
 
 def test_a_run_without_the_attack_or_a_bad_group_is_refused(script):
