@@ -93,10 +93,8 @@ class DistillParams(MethodParams):
     @field_validator("positions")
     @classmethod
     def _span(cls, value: list[Position]) -> list[Position]:
-        if not set(value) & {"first", "response"}:
-            raise ValueError("must include 'first' or 'response' (the span distilled per record)")
-        if "prefix" in value and "prefill" not in value:
-            raise ValueError("'prefix' distils inside the prefilled records: it needs 'prefill' too")
+        if problem := tt.positions_problem(value):
+            raise ValueError(problem)
         return list(dict.fromkeys(value))
 
 

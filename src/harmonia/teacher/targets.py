@@ -101,11 +101,19 @@ def span_of(record: QARecord, positions: Sequence[Position]) -> Literal["first",
     return "response" if "response" in positions else "first"
 
 
-def check_positions(positions: Sequence[Position]) -> None:
+def positions_problem(positions: Sequence[Position]) -> str | None:
+    """What is wrong with a ``positions`` list (None if nothing): the one rule the method's params
+    validate and :func:`build_targets` checks for callers that build targets without them."""
     if not set(positions) & {"first", "response"}:
-        raise ConfigError("positions must include 'first' or 'response' (the span distilled per record)")
+        return "positions must include 'first' or 'response' (the span distilled per record)"
     if "prefix" in positions and "prefill" not in positions:
-        raise ConfigError("positions 'prefix' distils inside the prefilled records: it needs 'prefill' too")
+        return "positions 'prefix' distils inside the prefilled records: it needs 'prefill' too"
+    return None
+
+
+def check_positions(positions: Sequence[Position]) -> None:
+    if problem := positions_problem(positions):
+        raise ConfigError(problem)
 
 
 def make_target(
