@@ -43,7 +43,7 @@ def leaks(runs: Sequence[EvalResults], *, declined: bool = False) -> dict[str, C
                     raise DataError(None, f"'{run.name}' kept no generations at {setting}", field="generations")
                 outcomes = [float(is_refusal(text)) for text in attack.generations[setting]]
             counts = out.setdefault(setting, Counter())
-            # every probed question gets an entry, so one no run counts is still a row of the table
+            # every probed question gets an entry (0 where no run counts it): --declined lists them all
             counts.update({record_id: int(bool(hit)) for record_id, hit in zip(ids, outcomes, strict=True)})
     return out
 

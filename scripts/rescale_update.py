@@ -29,7 +29,7 @@ from typing import NamedTuple
 from torch import Tensor
 
 from harmonia.errors import ConfigError
-from harmonia.training.interpolation import interpolated
+from harmonia.training.interpolation import interpolated, weight_files
 
 LAYER = re.compile(r"\.layers\.(\d+)\.")
 
@@ -87,6 +87,14 @@ def rescaled(start: Mapping[str, Tensor], saved: Mapping[str, Tensor], kept: flo
     return out
 
 
+def single_weights_file(folder: Path) -> Path:
+    """``folder``'s one ``model.safetensors`` (a sharded model is refused)."""
+    single = folder / "model.safetensors"
+    if set(weight_files(folder).values()) != {single}:
+        raise ConfigError(f"{folder}: one model.safetensors expected (a sharded model is not supported)")
+    return single
+
+
 def main(argv: list[str] | None = None) -> str:
     from safetensors.torch import load_file, save_file
 
@@ -97,7 +105,6 @@ def main(argv: list[str] | None = None) -> str:
     from harmonia.pipelines.demo import cached_evaluation
     from harmonia.pipelines.demo_config import DemoConfig, demo_config_path
     from harmonia.reports.tables import markdown_table
-    from harmonia.training.interpolation import weight_files
 
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -114,16 +121,10 @@ def main(argv: list[str] | None = None) -> str:
 
     cfg = load_config(DemoConfig, demo_config_path(args.config), [f"output_dir={args.output_dir}", *overrides])
     shared = prepare_comparison(cfg, eval_limit=args.eval_limit)
-    start_file = shared.target_dir / "model.safetensors"
-    if not start_file.is_file():
-        raise ConfigError(f"{shared.target_dir}: one model.safetensors expected (a sharded start is not supported)")
-    start = load_file(start_file)
+    start = load_file(single_weights_file(shared.target_dir))
     results = [shared.target_results]
     for run in runs:
-        files = set(weight_files(run / "model").values())
-        if files != {run / "model" / "model.safetensors"}:
-            raise ConfigError(f"{run / 'model'}: one model.safetensors expected (a sharded run is not supported)")
-        saved = load_file(run / "model" / "model.safetensors")
+        saved = load_file(single_weights_file(run / "model"))
         for schedule in schedules:
             name = f"{run.name}@{schedule}"
             folder = Path(args.output_dir) / name / "model"

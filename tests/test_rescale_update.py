@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from harmonia.errors import ConfigError
 
@@ -84,3 +85,21 @@ def test_script_rebuilds_and_evaluates_a_tiny_run(script, tiny_demo, tmp_path):
                  "--output-dir", str(out), *tiny_demo, "unlearn.train.steps=2"])
     assert (out / "base-seed0@0.25:1" / "results.json").is_file()
     assert not (out / "base-seed0@0.25:1" / "model").exists()  # deleted once evaluated, without --keep
+
+
+def test_only_a_model_in_one_weights_file_is_rebuilt(script, tmp_path):
+    module = script("rescale_update")
+    single = tmp_path / "single"
+    single.mkdir()
+    save_file({"w": torch.zeros(1)}, single / "model.safetensors")
+    assert module.single_weights_file(single) == single / "model.safetensors"
+    sharded = tmp_path / "sharded"
+    sharded.mkdir()
+    for i in (1, 2):
+        save_file({f"w{i}": torch.zeros(1)}, sharded / f"model-0000{i}.safetensors")
+    (sharded / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"w1": "model-00001.safetensors", "w2": "model-00002.safetensors"}}))
+    with pytest.raises(ConfigError, match=r"one model\.safetensors expected"):
+        module.single_weights_file(sharded)
+    with pytest.raises(ConfigError, match=r"no model\.safetensors"):
+        module.single_weights_file(tmp_path)
