@@ -29,6 +29,8 @@ from torch import Tensor
 
 from harmonia.data.schema import QARecord
 from harmonia.errors import DataError
+from harmonia.methods.losses import TopK
+from harmonia.teacher.targets import token_gaps
 
 
 class Decision(NamedTuple):
@@ -43,13 +45,12 @@ class Decision(NamedTuple):
 def decision(ids: Tensor, values: Tensor, token: int) -> Decision:
     """The decline token's place in the first row of a record's Top-K ``ids`` / ``values`` ``[T, K]``."""
     row_ids, row_values = ids[0], values[0]
-    best = float(row_values.max())
+    gap = token_gaps(TopK(ids, values), token)[0]
     hit = (row_ids == token).nonzero()
     if not hit.numel():
-        return Decision(False, None, best - float(row_values.min()))
-    slot = int(hit[0, 0])
-    rank = int((row_values > row_values[slot]).sum())
-    return Decision(True, rank, best - float(row_values[slot]))
+        return Decision(False, None, gap)
+    rank = int((row_values > row_values[int(hit[0, 0])]).sum())
+    return Decision(True, rank, gap)
 
 
 def kind(record: QARecord) -> str:

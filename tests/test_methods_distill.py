@@ -20,7 +20,7 @@ from harmonia.data.schema import ROLES, QARecord
 from harmonia.errors import ConfigError
 from harmonia.methods.base import MethodContext, build_params, get_method
 from harmonia.methods.distill import Harmonia
-from harmonia.methods.losses import gather_positions
+from harmonia.methods.losses import TopK, gather_positions
 from harmonia.models.tiny import build_tiny_model
 from harmonia.teacher.decoding import Amplification
 from harmonia.teacher.targets import distill_features, teacher_rows, weights_fingerprint
@@ -179,6 +179,48 @@ def test_cached_hand_batch_gives_the_live_hinge_values():
     batch["topk_ids"] = torch.stack([top.indices[[1, 2]], torch.cat([top.indices[[3]], torch.zeros(1, 2).long()])])
     batch["topk_values"] = torch.stack([top.values[[1, 2]], torch.cat([top.values[[3]], torch.zeros(1, 2)])])
     assert values(cached.loss(student, batch)) == values(live)
+
+
+def test_decline_weight_adds_the_nll_of_the_teachers_top1_at_flagged_rows_of_declined_roles_only():
+    batch, student, teacher = hand_batch()
+    # the cached teacher as the lifted one: row 0 (forget) decides at A with top-1 token 0 and goes
+    # on at B with top-1 token 2; row 1 (retain, plain teacher) has top-1 token 0 at C
+    top = torch.topk(teacher.table.detach(), 2, dim=-1)
+    batch["topk_ids"] = torch.stack([top.indices[[1, 2]], torch.cat([top.indices[[3]], torch.zeros(1, 2).long()])])
+    batch["topk_values"] = torch.stack([top.values[[1, 2]], torch.cat([top.values[[3]], torch.zeros(1, 2)])])
+    assert batch["topk_ids"][0, :, 0].tolist() == [0, 2] and batch["topk_ids"][1, 0, 0] == 0
+    # A flagged; C flagged too, but the retain role is not declined: no term for it
+    batch["decline_rows"] = torch.tensor([[True, False], [True, False]])
+    params = {"push": "hinge", "cache": True, "response": "refusal", "decline_margin": 1.0}
+    plain = values(hand_method(teacher, **params).loss(student, batch))
+    terms = hand_method(teacher, decline_weight=4.0, role_weights={"forget": 0.5}, **params).loss(student, batch)
+    # at A the student's logits are [4, 1, 0, 5]: -log softmax[0] = log(e^4 + e + 1 + e^5) - 4
+    nll_a = torch.logsumexp(torch.tensor([4.0, 1.0, 0.0, 5.0]), 0).item() - 4.0
+    assert nll_a == pytest.approx(1.331411, abs=1e-5)
+    assert values(terms) == {**plain, "decline:forget": nll_a}
+    assert (terms["decline:forget"].unit, terms["decline:forget"].weight) == ("positions:forget", 2.0)
+    # A and B flagged (student = teacher at B: [0, 0, 2, 1], top-1 token 2)
+    batch["decline_rows"] = torch.tensor([[True, True], [False, False]])
+    nll_b = torch.logsumexp(torch.tensor([0.0, 0.0, 2.0, 1.0]), 0).item() - 2.0
+    terms = hand_method(teacher, decline_weight=4.0, **params).loss(student, batch)
+    assert values(terms)["decline:forget"] == pytest.approx(nll_a + nll_b, abs=1e-5)
+    # the gradient reaches the student's logits at A and B only
+    terms["decline:forget"].total.backward()
+    assert student.table.grad[[1, 2]].abs().sum() > 0 and student.table.grad[[0, 3]].abs().sum() == 0
+    batch["decline_rows"] = torch.zeros(2, 2, dtype=torch.bool)
+    assert values(hand_method(teacher, decline_weight=4.0, **params).loss(student, batch))["decline:forget"] == 0.0
+    with pytest.raises(ConfigError, match="set decline_margin"):
+        build_params(get_method("harmonia"), {"decline_weight": 1.0})
+
+
+def test_token_gaps_by_hand():
+    from harmonia.teacher.targets import token_gaps
+
+    top = TopK(torch.tensor([[5, 7, 9], [1, 2, 3], [4, 5, 6]]), torch.tensor([[4.0, 3.0, 1.5], [2.0, 0.5, -1.0],
+                                                                             [9.0, 8.0, 7.0]]))
+    assert token_gaps(top, 7) == [1.0]  # in the Top-K: best 4 minus its 3
+    assert token_gaps(top, 5, rows=2) == [0.0, 3.0]  # top-1; then absent: best 2 minus the K-th -1
+    assert token_gaps(top, 5, rows=5) == [0.0, 3.0, 1.0]  # at most the rows there are
 
 
 def test_params_validation():
@@ -520,6 +562,38 @@ def test_engine_run_moves_the_student_toward_the_teacher(tokenizer, tmp_path, ca
     assert result.history[0]["loss/pull:retain"] == pytest.approx(0.0, abs=1e-6)  # plain teacher = student
 
 
+def test_decline_weight_raises_the_decline_at_the_decision_positions_through_the_engine(tokenizer, tmp_path):
+    recs = records()
+
+    def trained(decline_weight: float) -> tuple[float, dict]:
+        """Mean log-probability of the decline's first token at the forget records' decision positions."""
+        model = sharp_tiny_model(tokenizer)
+        cls = get_method("harmonia")
+        params = build_params(cls, {
+            "positions": ["response", "prefill"], "k": 8, "cache": True, "push": "hinge", "response": "refusal",
+            "decline_margin": 1.0, "decline_weight": decline_weight, "teacher": {"cache_dir": str(tmp_path / "c")},
+        })
+        cfg = TrainConfig(steps=2, batch_size=10, micro_batch_size=5, lr=3e-3, progress=False, save="none",
+                          max_grad_norm=None)
+        engine = Engine(cfg, cls, params, model, tokenizer, tmp_path / f"run{decline_weight}")
+        result = engine.train(recs)
+        logprobs = []
+        with torch.no_grad():
+            for r in recs:
+                if r.role != "forget":
+                    continue
+                target = engine.method.targets[r.id]
+                ex = collate([distill_features(target)])
+                logits = gather_positions(engine.model(input_ids=ex["input_ids"]).logits, ex["distill_mask"].bool())
+                logprobs.append(float(F.log_softmax(logits[0], -1)[target.response[0]]))
+        return sum(logprobs) / len(logprobs), result.history[0]
+
+    without, history = trained(0.0)
+    with_term, history_with = trained(5.0)
+    assert "loss/decline:forget" not in history and history_with["loss/decline:forget"] > 0
+    assert with_term > without + 0.5
+
+
 def test_duet_runs_through_the_engine_with_lora(tokenizer, tmp_path):
     from harmonia.config import LoraConfig
 
@@ -708,6 +782,39 @@ def test_decline_margin_lifts_the_decline_at_every_prefix_position(tokenizer, ti
     assert after.ids[:decisions, 0].tolist() == [target.response[0]] * decisions
     assert after.values[:decisions, 0].tolist() == pytest.approx((before.values[:decisions].amax(dim=1) + 1.5).tolist())
     assert torch.equal(after.ids[decisions:], before.ids[decisions:])
+
+
+@pytest.mark.parametrize("threshold", ["zero", "median"])
+def test_decline_rows_flag_the_decision_rows_where_the_teacher_was_that_far_from_declining(
+    tokenizer, tiny_model, tmp_path, threshold
+):
+    from statistics import median
+
+    from harmonia.teacher.targets import token_gaps
+
+    kwargs = {"positions": ["response", "prefill", "prefix"], "response": "refusal", "cache": True, "push": "hinge"}
+    plain = make_method(tokenizer, tiny_model, tmp_path, **kwargs)
+    recs = prefilled_records()
+    plain.prepare(recs)
+    gaps = {r.id: token_gaps(plain.topk[r.id], plain.targets[r.id].response[0], rows=plain.targets[r.id].n_prefix + 1)
+            for r in recs if r.role == "forget"}
+    every = [g for row in gaps.values() for g in row]
+    gap = 0.0 if threshold == "zero" else median(every)
+    method = make_method(tokenizer, tiny_model, tmp_path, decline_margin=1.0, decline_weight=2.0, decline_gap=gap,
+                         **kwargs)
+    method.prepare(recs)
+    flagged = 0
+    for rec in recs:
+        flags = method.encode(rec)["decline_rows"]
+        assert len(flags) == len(method.topk[rec.id].ids)  # one flag per distilled row
+        if rec.role == "forget":
+            assert flags == [g >= gap for g in gaps[rec.id]] + [False] * (len(flags) - len(gaps[rec.id]))
+            flagged += sum(flags)
+        else:
+            assert not any(flags)
+    # every decision row at 0; at the median some rows and not others (the gaps differ on this model)
+    assert flagged == len(every) if threshold == "zero" else 0 < flagged < len(every)
+    assert "decline_rows" not in plain.encode(recs[0])
 
 
 def test_first_weight_covers_the_prefix_positions():

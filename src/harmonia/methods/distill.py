@@ -21,7 +21,8 @@ Ablation settings:
 - ``harmonia``: pull + push (Smooth-L1 toward the teacher's logits, or a hinge below its K-th
   logit). With ``cache: true`` only the hinge push is available (the teacher's logits at the
   student's own Top-K ids are not in a Top-K cache); a ``smooth_l1`` request then runs the hinge
-  and warns.
+  and warns. With ``decline_weight`` (ours, off by default) a third term, ``decline:<role>``: the
+  cross-entropy of the decline's first token at declined records' decision positions.
 - ``duet``: pull only, at the first answer token (DUET, arXiv 2601.21283).
 - ``bild``: the BiLD loss (arXiv 2406.13555) in place of pull/push; live teacher only.
 """
@@ -31,7 +32,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from pydantic import Field, field_validator, model_validator
@@ -63,6 +64,16 @@ from harmonia.teacher.decoding import Amplification
 log = logging.getLogger(__name__)
 
 Teacher = torch.Tensor | TopK
+
+
+class Rows(NamedTuple):
+    """Flags ``[N]`` over one role's distilled positions, in the same order as its rows."""
+
+    first: torch.Tensor
+    """each record's decision positions (its first distilled one; with positions 'prefix', also those
+    inside its prefill)"""
+    decline: torch.Tensor
+    """the decision positions that ``decline_weight`` trains (all False unless it is set)"""
 
 
 def _default_role_weights() -> dict[Role, float]:
@@ -120,11 +131,25 @@ class HarmoniaParams(DistillParams):
         "many logits above its best"
     )
 
+    decline_weight: float = Field(
+        0.0, ge=0, description="(ours; needs decline_margin) weight of a cross-entropy on the decline's first "
+        "token at each declined record's decision positions where the teacher's own decline was at least "
+        "decline_gap logits behind its best (a sum normalised like the role's other terms): a hard target "
+        "where matching the teacher's logits leaves a student that still continues a started answer"
+    )
+    decline_gap: float = Field(
+        0.0, ge=0, description="the positions decline_weight trains: where the teacher's best minus its decline "
+        "was at least this (a decline outside the Top-K counts as the best minus the K-th value); 0: every "
+        "decision position"
+    )
+
     @model_validator(mode="after")
     def _decline_margin(self) -> HarmoniaParams:
         if self.decline_margin is not None and not (self.cache and self.response == "refusal"):
             raise ValueError("decline_margin edits the cached Top-K of declined records: it needs cache: true "
                              "and response: refusal")
+        if self.decline_weight > 0 and self.decline_margin is None:
+            raise ValueError("decline_weight trains the decline put first by decline_margin: set decline_margin")
         return self
 
     @field_validator("role_k")
@@ -323,13 +348,19 @@ class TeacherDistillation(Method):
         return out
 
     # -- loss --------------------------------------------------------------------------------
+    @staticmethod
+    def per_position(batch: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+        """A feature stored per distilled position (``[B, W, ...]``, each example's rows first, then
+        padding) as ``[N, ...]`` in the row-major order of the distilled positions."""
+        counts = batch["distill_mask"].sum(dim=1)
+        width = batch[key].shape[1]
+        valid = torch.arange(width, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
+        return batch[key][valid]
+
     def teacher(self, batch: dict[str, torch.Tensor]) -> Teacher:
         """The teacher at the distilled positions: full logits ``[N, V]`` (live) or a cached TopK."""
         if self.p.cache:
-            counts = batch["distill_mask"].sum(dim=1)
-            width = batch["topk_ids"].shape[1]
-            valid = torch.arange(width, device=counts.device).unsqueeze(0) < counts.unsqueeze(1)
-            return TopK(batch["topk_ids"][valid].long(), batch["topk_values"][valid].float())
+            return TopK(self.per_position(batch, "topk_ids").long(), self.per_position(batch, "topk_values").float())
         with self.ctx.reference_model() as model:
             return tt.teacher_rows(model, batch, self.amplification).detach()
 
@@ -348,6 +379,8 @@ class TeacherDistillation(Method):
         # its prefill, which come first), in the same row-major order as the rows
         n_prefix = batch.get("n_prefix", torch.zeros_like(batch["role_id"])).to(mask.device)
         first = (mask & (mask.cumsum(dim=1) <= n_prefix.unsqueeze(1) + 1))[mask]
+        decline = (self.per_position(batch, "decline_rows").bool().to(mask.device) if "decline_rows" in batch
+                   else torch.zeros_like(first))
         terms: dict[str, Term] = {}
         for i, role in enumerate(ROLES):
             sel = roles == i
@@ -357,14 +390,14 @@ class TeacherDistillation(Method):
             # two); both selections are in row-major order, so they stay aligned with the teacher's
             student = gather_positions(logits, mask & (position_roles == i))
             part = TopK(teacher.ids[sel], teacher.values[sel]) if isinstance(teacher, TopK) else teacher[sel]
-            terms.update(self.role_terms(role, student, part, self.p.role_weights[role], first[sel]))
+            rows = Rows(first[sel], decline[sel])
+            terms.update(self.role_terms(role, student, part, self.p.role_weights[role], rows))
         return terms
 
     def role_terms(
-        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
+        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, rows: Rows
     ) -> dict[str, Term]:
-        """The loss terms of one role's positions; ``first [N]`` flags each record's decision positions
-        (its first distilled one and, with positions 'prefix', those inside its prefill)."""
+        """The loss terms of one role's positions ``student [N, V]``; ``rows`` flags some of them."""
         raise NotImplementedError
 
 
@@ -395,6 +428,7 @@ class Harmonia(TeacherDistillation):
                 stacklevel=2,
             )
             self.push = "hinge"
+        self.decline_rows: dict[str, list[bool]] = {}
 
     def prepare(self, records: list[QARecord]) -> list[QARecord]:
         records = super().prepare(records)
@@ -406,19 +440,31 @@ class Harmonia(TeacherDistillation):
             assert self.context is not None
             for r in records:
                 if self.context.instructed(r.role):
-                    target = self.targets[r.id]
-                    self.topk[r.id] = tt.lift_token(self.topk[r.id], target.response[0], margin,
-                                                    rows=target.n_prefix + 1)
+                    target, top = self.targets[r.id], self.topk[r.id]
+                    decisions = target.n_prefix + 1
+                    gaps = tt.token_gaps(top, target.response[0], rows=decisions)
+                    self.decline_rows[r.id] = [bool(g >= self.p.decline_gap) for g in gaps]
+                    self.topk[r.id] = tt.lift_token(top, target.response[0], margin, rows=decisions)
         return records
 
+    def encode(self, record: QARecord) -> Example:
+        example = super().encode(record)
+        assert isinstance(self.p, HarmoniaParams)
+        if self.p.decline_weight > 0:
+            # every example carries the flags (a batch mixes roles): the decision rows decline_weight
+            # trains, then False for the record's other distilled rows
+            flags = self.decline_rows.get(record.id, [])
+            example["decline_rows"] = flags + [False] * (len(example["topk_ids"]) - len(flags))
+        return example
+
     def role_terms(
-        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
+        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, rows: Rows
     ) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, HarmoniaParams)
         # still normalised by the count of positions: first_weight > 1 adds to the loss, it does
         # not take weight from the other positions
-        weights = None if p.first_weight == 1.0 else torch.where(first, p.first_weight, 1.0).to(student.device)
+        weights = None if p.first_weight == 1.0 else torch.where(rows.first, p.first_weight, 1.0).to(student.device)
         sums = losses.topk_distill_sums(
             student, teacher, p.role_k.get(role, p.k), beta=p.beta, push=self.push, margin=p.margin,
             centre=p.centre, weights=weights,
@@ -426,6 +472,12 @@ class Harmonia(TeacherDistillation):
         terms = {f"pull:{role}": Term(sums.pull, f"positions:{role}", weight)}
         if p.push_weight > 0:
             terms[f"push:{role}"] = Term(sums.push, f"positions:{role}", weight * p.push_weight)
+        if p.decline_weight > 0 and p.teacher.context_of(role) == "instructed":
+            # decline_margin made the decline's first token the top-1 of every decision row of these
+            # records (the validator asks for it), so the top-1 is the decline without a lookup
+            assert isinstance(teacher, TopK)
+            nll = losses.row_nll(student[rows.decline], teacher.ids[rows.decline, 0]).sum()
+            terms[f"decline:{role}"] = Term(nll, f"positions:{role}", weight * p.decline_weight)
         return terms
 
 
@@ -437,7 +489,7 @@ class Duet(TeacherDistillation):
     Params = DuetParams
 
     def role_terms(
-        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
+        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, rows: Rows
     ) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, DuetParams)
@@ -454,7 +506,7 @@ class Bild(TeacherDistillation):
     Params = BildParams
 
     def role_terms(
-        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, first: torch.Tensor
+        self, role: str, student: torch.Tensor, teacher: Teacher, weight: float, rows: Rows
     ) -> dict[str, Term]:
         p = self.p
         assert isinstance(p, BildParams)

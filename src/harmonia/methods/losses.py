@@ -109,8 +109,13 @@ def token_logprobs(logits: Tensor, labels: Tensor) -> Tensor:
     """
     rows, row_labels, mask = _target_rows(logits, labels)
     out = torch.zeros(mask.shape, dtype=torch.float32, device=logits.device)
-    out[mask] = -F.cross_entropy(rows, row_labels, reduction="none")
+    out[mask] = -row_nll(rows, row_labels)
     return out
+
+
+def row_nll(rows: Tensor, labels: Tensor) -> Tensor:
+    """Negative log-likelihood of ``labels [N]`` under each row of logits ``[N, V]``, float32 ``[N]``."""
+    return F.cross_entropy(rows.float(), labels, reduction="none")
 
 
 def nll_sum(logits: Tensor, labels: Tensor) -> Tensor:

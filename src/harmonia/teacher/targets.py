@@ -240,6 +240,19 @@ def lift_token(top: TopK, token: int, margin: float, rows: int = 1) -> TopK:
     return TopK(ids, values)
 
 
+def token_gaps(top: TopK, token: int, rows: int = 1) -> list[float]:
+    """At each of the first ``rows`` positions, how far ``token`` is behind the best value of ``top``:
+    the best minus its value, or, where it is not in the Top-K, the best minus the K-th value (the
+    least it can be behind)."""
+    gaps = []
+    for row in range(min(rows, top.ids.shape[0])):
+        ids, values = top.ids[row], top.values[row]
+        hit = (ids == token).nonzero()
+        behind = values[int(hit[0, 0])] if hit.numel() else values.min()
+        gaps.append(float(values.max() - behind))
+    return gaps
+
+
 def plain_teacher(target: DistillTarget) -> bool:
     """Whether the teacher sees the student's own input (a role distilled from the plain model)."""
     return target.teacher_prompt == target.student_prompt
