@@ -30,7 +30,7 @@ from torch import Tensor
 from harmonia.data.schema import QARecord
 from harmonia.errors import DataError
 from harmonia.methods.losses import TopK
-from harmonia.teacher.targets import token_gaps
+from harmonia.teacher.targets import token_gaps, token_slot
 
 
 class Decision(NamedTuple):
@@ -44,13 +44,11 @@ class Decision(NamedTuple):
 
 def decision(ids: Tensor, values: Tensor, token: int) -> Decision:
     """The decline token's place in the first row of a record's Top-K ``ids`` / ``values`` ``[T, K]``."""
-    row_ids, row_values = ids[0], values[0]
     gap = token_gaps(TopK(ids, values), token)[0]
-    hit = (row_ids == token).nonzero()
-    if not hit.numel():
+    slot = token_slot(ids[0], token)
+    if slot is None:
         return Decision(False, None, gap)
-    rank = int((row_values > row_values[int(hit[0, 0])]).sum())
-    return Decision(True, rank, gap)
+    return Decision(True, int((values[0] > values[0, slot]).sum()), gap)
 
 
 def kind(record: QARecord) -> str:

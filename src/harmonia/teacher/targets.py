@@ -224,6 +224,12 @@ def teacher_rows(teacher: Any, batch: dict[str, Tensor], amplification: Amplific
     return amplification(rows, plain)
 
 
+def token_slot(row_ids: Tensor, token: int) -> int | None:
+    """Where ``token`` is in one row of Top-K ids, or None when it is not there."""
+    hit = (row_ids == token).nonzero()
+    return int(hit[0, 0]) if hit.numel() else None
+
+
 def lift_token(top: TopK, token: int, margin: float, rows: int = 1) -> TopK:
     """``top`` with ``token`` made the teacher's top-1 at each of the first ``rows`` positions,
     ``margin`` above the best value there: its value raised if it is in the Top-K, else it replaces
@@ -232,8 +238,8 @@ def lift_token(top: TopK, token: int, margin: float, rows: int = 1) -> TopK:
     ids, values = top.ids.clone(), top.values.clone()
     for row in range(min(rows, ids.shape[0])):
         best = float(values[row].max())
-        hit = (ids[row] == token).nonzero()
-        slot = int(hit[0, 0]) if hit.numel() else ids.shape[1] - 1
+        slot = token_slot(ids[row], token)
+        slot = ids.shape[1] - 1 if slot is None else slot
         ids[row, slot], values[row, slot] = token, best + margin
         order = values[row].argsort(descending=True, stable=True)
         ids[row], values[row] = ids[row, order], values[row, order]
@@ -246,9 +252,9 @@ def token_gaps(top: TopK, token: int, rows: int = 1) -> list[float]:
     least it can be behind)."""
     gaps = []
     for row in range(min(rows, top.ids.shape[0])):
-        ids, values = top.ids[row], top.values[row]
-        hit = (ids == token).nonzero()
-        behind = values[int(hit[0, 0])] if hit.numel() else values.min()
+        values = top.values[row]
+        slot = token_slot(top.ids[row], token)
+        behind = values.min() if slot is None else values[slot]
         gaps.append(float(values.max() - behind))
     return gaps
 
