@@ -442,8 +442,9 @@ class Harmonia(TeacherDistillation):
                 if self.context.instructed(r.role):
                     target, top = self.targets[r.id], self.topk[r.id]
                     decisions = target.n_prefix + 1
-                    gaps = tt.token_gaps(top, target.response[0], rows=decisions)
-                    self.decline_rows[r.id] = [bool(g >= self.p.decline_gap) for g in gaps]
+                    if self.p.decline_weight > 0:  # the gaps are read before the lift overwrites them
+                        gaps = tt.token_gaps(top, target.response[0], rows=decisions)
+                        self.decline_rows[r.id] = [g >= self.p.decline_gap for g in gaps]
                     self.topk[r.id] = tt.lift_token(top, target.response[0], margin, rows=decisions)
         return records
 
