@@ -143,8 +143,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     records = {r.id: r for r in build_dataset(cfg.data, tokenizer=tokenizer)}
     params = cfg.unlearn.method.params  # the demo gives the method its teacher unless the params set one
     teacher = TeacherConfig.model_validate(params["teacher"]) if "teacher" in params else cfg.teacher
-    tokens = {False: encode_plain(tokenizer, teacher.refusal)[0],
-              True: encode_plain(tokenizer, teacher.prefill_refusal_text())[0]}
+    tokens = {prefilled: encode_plain(tokenizer, teacher.decline_text(prefilled))[0] for prefilled in (False, True)}
     decisions = decisions_of(args.run, records, tokens)
     text = (f"The teacher at each forget record's decision position, before the decline is lifted "
             f"({args.run}):\n\n{gap_table(decisions, records)}")

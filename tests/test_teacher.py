@@ -123,6 +123,8 @@ def test_teacher_config_forbids_unknown_keys_and_fills_role_context():
     cfg = TeacherConfig.model_validate({"role_context": {"neighbor": "instructed"}})
     assert cfg.role_context == {"forget": "instructed", "neighbor": "instructed", "retain": "plain", "general": "plain"}
     assert TeacherConfig(refusal="No.").prefill_refusal_text() == " - No."
+    assert TeacherConfig(refusal="No.").decline_text(prefilled=False) == "No."
+    assert TeacherConfig(refusal="No.").decline_text(prefilled=True) == " - No."
 
 
 # ---------------------------------------------------------------------------------------------

@@ -142,3 +142,8 @@ class TeacherConfig(_Strict):
 
     def prefill_refusal_text(self) -> str:
         return self.prefill_refusal.replace("{refusal}", self.refusal)
+
+    def decline_text(self, prefilled: bool) -> str:
+        """The decline the teacher is told to give: the refusal, or after a started answer the prefill
+        refusal (" - I'm sorry, ...")."""
+        return self.prefill_refusal_text() if prefilled else self.refusal

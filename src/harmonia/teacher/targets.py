@@ -311,8 +311,7 @@ def gold_response(tokenizer: Any, record: QARecord) -> list[int]:
 def refusal_response(tokenizer: Any, context: TeacherContext, record: QARecord) -> list[int]:
     """The teacher's decline sentence as response ids: the plain refusal, or the prefill refusal
     (" - I'm sorry, ...") after a started answer, ended like an answer."""
-    text = context.config.prefill_refusal_text() if record.prefill else context.config.refusal
-    ids = encode_plain(tokenizer, text)
+    ids = encode_plain(tokenizer, context.config.decline_text(bool(record.prefill)))
     return [*ids, tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else ids
 
 
