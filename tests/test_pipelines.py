@@ -44,6 +44,23 @@ def test_demo_config_rejects_unknown_baseline_and_key(tmp_path):
         load_config(DemoConfig, demo_config_path(None), ["unlearn.train.bogus=1"])
 
 
+def test_config_errors_say_which_override_set_the_key(tmp_path):
+    # the first line names the file; a key that only the command line set is not in it
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({"train": {"steps": 1, "lrr": 1.0}}))
+    with pytest.raises(ConfigError) as info:
+        load_config(RunConfig, path, ["train.stepz=3", "train.batch_size=abc", "train.batch_size=0"])
+    lines = str(info.value).splitlines()
+    assert lines[0] == f"{path}: invalid configuration"
+    assert "key 'train.lrr': unknown key" in str(info.value)
+    assert not any("override" in line for line in lines if "train.lrr" in line)  # from the file
+    assert any("train.stepz" in line and "set by the override 'train.stepz=3'" in line for line in lines)
+    # the last override of a key is the one validated, and the one named
+    assert any("train.batch_size" in line and "'train.batch_size=0'" in line for line in lines)
+    with pytest.raises(ConfigError, match=r"key 'train\.steps': .* \(set by the override 'train=\{steps: x\}'\)"):
+        load_config(RunConfig, path, ["train={steps: x}"])  # a whole section set on the command line
+
+
 def test_run_config_names_missing_data_file(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump({"data_file": "missing.jsonl", "train": {"steps": 1}}))

@@ -6,6 +6,7 @@ of a silently ignored setting.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -91,12 +92,26 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "<root>"
 
 
-def validation_message(exc: ValidationError, source: str) -> str:
+def _override_of(loc: tuple[Any, ...], overrides: Sequence[str]) -> str | None:
+    """The last override that set the key at ``loc`` or a section around it or inside it."""
+    key = [str(p) for p in loc]
+    for text in reversed(overrides):
+        path = parse_override(text)[0]
+        if key[: len(path)] == path or path[: len(key)] == key:
+            return text
+    return None
+
+
+def validation_message(exc: ValidationError, source: str, overrides: Sequence[str] = ()) -> str:
+    """One line per problem, naming the key; a key set on the command line names the override too
+    (the file named in the first line does not contain it)."""
     lines = [f"{source}: invalid configuration"]
     for err in exc.errors():
         key = _format_loc(err["loc"])
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"  key '{key}': {msg}")
+        override = _override_of(err["loc"], overrides)
+        where = f" (set by the override '{override}')" if override else ""
+        lines.append(f"  key '{key}': {msg}{where}")
     return "\n".join(lines)
 
 
@@ -180,7 +195,7 @@ def load_config(model: type[M], path: str | Path | None, overrides: list[str] | 
     try:
         return model.model_validate(data, context={"config_dir": config_dir})
     except ValidationError as exc:
-        raise ConfigError(validation_message(exc, source)) from None
+        raise ConfigError(validation_message(exc, source, overrides or [])) from None
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
